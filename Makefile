@@ -1,0 +1,33 @@
+# apirl: `make demo` runs the main job, `make test` the tests. Both set up .venv first when it is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The Gorilla data: APIRL_DATA_DIR when set, else ../shared/data/gorilla beside the checkout.
+APIRL_DATA_DIR ?= $(abspath ../shared/data/gorilla)
+export APIRL_DATA_DIR
+
+.PHONY: setup test lint demo clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU wheel, so nothing later pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: setup lint
+	$(BIN)/pytest -q
+
+demo: setup
+	$(BIN)/apirl data stats
+	$(BIN)/apirl eval gorilla --split test
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

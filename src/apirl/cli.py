@@ -1,0 +1,173 @@
+"""The `apirl` command line: thin wrappers that load a config, call one stage, and print the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from apirl.config import RunConfig, load_config
+from apirl.errors import InputError
+
+app = typer.Typer(help="apirl: RL from AI feedback for API-calling code LLMs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="The Gorilla data: statistics, splits, prepared examples.", no_args_is_help=True)
+eval_app = typer.Typer(help="Score responses files (AST match, ROUGE, CodeBLEU).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(eval_app, name="eval")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (configs/*.toml).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set data.seed=3.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Turn InputError into a one-line message and exit code 2 instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(config: Path | None, overrides: list[str] | None) -> RunConfig:
+    return load_config(config, overrides or [])
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@data_app.command("stats")
+@friendly_errors
+def data_stats_cmd(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Counts per split, domain and provenance, and the records skipped or flagged."""
+    from apirl.data.dataset import build_examples, data_stats, load_gorilla
+    from apirl.data.report import print_stats
+
+    cfg = _config(config, set_)
+    data = load_gorilla(cfg.data)
+    stats = data_stats(data, build_examples(data, cfg.data, cfg.seed))
+    if as_json:
+        _print_json(stats)
+    else:
+        print_stats(stats, console)
+
+
+@data_app.command("split")
+@friendly_errors
+def data_split_cmd(config: ConfigOpt = None, set_: SetOpt = None,
+                   check: Annotated[bool, typer.Option(help="Only verify the committed split files.")] = False
+                   ) -> None:
+    """(Re)generate data/splits/{train,val,test}.txt from the eval questions, or --check them."""
+    from apirl.data.dataset import load_gorilla
+    from apirl.data.splits import SPLITS, make_splits, read_split, write_splits
+
+    cfg = _config(config, set_)
+    data = load_gorilla(cfg.data)
+    domains = {qid: data.records[qid].gold_domain for qid in data.question_ids}
+    splits = make_splits(domains, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
+                         test_fraction=cfg.data.test_fraction)
+    if check:
+        differing = [name for name in SPLITS if read_split(cfg.data.split_dir, name) != splits[name]]
+        if differing:
+            raise InputError(f"committed splits differ from a fresh split: {', '.join(differing)}",
+                             path=cfg.data.split_dir)
+        console.print(f"splits in {cfg.data.split_dir} match seed {cfg.data.split_seed}")
+        return
+    header = (f"apirl split of the eval question ids: seed={cfg.data.split_seed} val={cfg.data.val_fraction} "
+              f"test={cfg.data.test_fraction}, stratified by gold domain; regenerate with `apirl data split`")
+    write_splits(cfg.data.split_dir, splits, header)
+    console.print({name: len(ids) for name, ids in splits.items()})
+
+
+@data_app.command("prepare")
+@friendly_errors
+def data_prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None,
+                     force: Annotated[bool, typer.Option(help="Redo even if up to date.")] = False) -> None:
+    """Write the examples of every split to runs/<name>/data/ (the input of SFT and feedback)."""
+    from apirl.data.stage import prepare_data
+
+    cfg = _config(config, set_)
+    result = prepare_data(cfg, force=force)
+    state = "up to date, skipped" if result.skipped else f"done in {result.manifest['wall_time_s']} s"
+    console.print(f"data stage {state}: {result.stage_dir}")
+
+
+@eval_app.command("responses")
+@friendly_errors
+def eval_responses_cmd(
+    file: Annotated[Path, typer.Argument(help="JSONL with question_id and text.")],
+    split: Annotated[str | None, typer.Option(help="test (data/splits/test.txt) or all.")] = None,
+    mode: Annotated[str | None, typer.Option(help="gorilla (default) or strict: fills the headline keys.")] = None,
+    details: Annotated[Path | None, typer.Option(help="Write per-response verdicts to this JSONL.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Score one responses file: AST accuracy / hallucination / error (both modes), ROUGE, CodeBLEU."""
+    from apirl.evaluate.run import evaluate_file
+
+    cfg = _config(config, _with_eval_options(set_, split, mode))
+    summary, rows = evaluate_file(file, cfg)
+    if details is not None:
+        from apirl.rundir import write_jsonl
+
+        write_jsonl(details, (row.__dict__ for row in rows))
+    if as_json:
+        _print_json(summary)
+        return
+    from apirl.evaluate.tables import per_domain_table, results_table
+
+    print(results_table([(file.name, summary)]))
+    print(f"\n{summary['n']} responses, split {cfg.eval.split}, {summary['seconds']} s")
+    if summary["missing_responses"]:
+        console.print(f"[yellow]{summary['missing_responses']} questions of the split had no response "
+                      "(scored as empty)[/]")
+    print("\n" + per_domain_table(summary))
+
+
+@eval_app.command("gorilla")
+@friendly_errors
+def eval_gorilla_cmd(
+    split: Annotated[str | None, typer.Option(help="test or all.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Score Gorilla-7B's eight published response files (the anchor rows) on one split."""
+    from apirl.evaluate.run import evaluate_gorilla_anchors
+    from apirl.evaluate.tables import results_table
+
+    cfg = _config(config, _with_eval_options(set_, split, None))
+    results = evaluate_gorilla_anchors(cfg)
+    if as_json:
+        _print_json(dict(results))
+        return
+    print(f"Gorilla-7B published responses, split {cfg.eval.split}, mode {cfg.eval.mode}:\n")
+    print(results_table(results))
+
+
+def _with_eval_options(overrides: list[str] | None, split: str | None, mode: str | None) -> list[str]:
+    out = list(overrides or [])
+    if split is not None:
+        out.append(f'eval.split="{split}"')
+    if mode is not None:
+        out.append(f'eval.mode="{mode}"')
+    return out
+
+
+if __name__ == "__main__":
+    app()

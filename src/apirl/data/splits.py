@@ -1,0 +1,113 @@
+"""Train / val / test splits, as committed lists of question ids, and the guard against test leakage.
+
+Without Gorilla's training file (as on the project's machines) the 904 eval questions are split 60/10/30,
+stratified by gold domain, with a seeded shuffle per domain, so every machine gets the same ids. The ids are
+committed in `data/splits/{train,val,test}.txt`; runs read those files and never re-split on the fly.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from apirl.errors import InputError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def make_splits(domain_of: dict[int, str], *, seed: int, val_fraction: float,
+                test_fraction: float) -> dict[str, list[int]]:
+    """Split question ids stratified by domain; deterministic in (ids, domains, seed, fractions).
+
+    Each domain is shuffled with its own seeded generator (string seeds are hashed deterministically by
+    `random`), then cut into test, val and train by rounding the fractions; a domain keeps at least one
+    training example when it has two or more questions.
+    """
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    for qid, domain in domain_of.items():
+        by_domain[domain].append(qid)
+    splits: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for domain in sorted(by_domain):
+        ids = sorted(by_domain[domain])
+        random.Random(f"apirl-split:{seed}:{domain}").shuffle(ids)
+        n_test = round(len(ids) * test_fraction)
+        n_val = round(len(ids) * val_fraction)
+        while len(ids) >= 2 and n_test + n_val >= len(ids):
+            if n_val > 0:
+                n_val -= 1
+            else:
+                n_test -= 1
+        splits["test"].extend(ids[:n_test])
+        splits["val"].extend(ids[n_test:n_test + n_val])
+        splits["train"].extend(ids[n_test + n_val:])
+    return {name: sorted(ids) for name, ids in splits.items()}
+
+
+def write_splits(split_dir: str | Path, splits: dict[str, list[int]], header: str) -> None:
+    split_dir = Path(split_dir)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        body = "\n".join(str(qid) for qid in splits[name])
+        (split_dir / f"{name}.txt").write_text(f"# {header}\n{body}\n", encoding="utf-8")
+
+
+def read_split(split_dir: str | Path, name: str) -> list[int]:
+    """Question ids of one committed split; lines starting with '#' are comments."""
+    if name not in SPLITS:
+        raise InputError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+    path = Path(split_dir) / f"{name}.txt"
+    if not path.is_file():
+        raise InputError("split file not found (create it with `apirl data split`)", path=path)
+    ids: list[int] = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.isdigit():
+            raise InputError(f"expected a question id, got {line!r}", path=path, line=line_number)
+        ids.append(int(line))
+    return ids
+
+
+def read_splits(split_dir: str | Path) -> dict[str, list[int]]:
+    splits = {name: read_split(split_dir, name) for name in SPLITS}
+    check_disjoint(splits)
+    return splits
+
+
+def check_disjoint(splits: dict[str, list[int]]) -> None:
+    """No id may appear in two splits, nor twice in one."""
+    seen: dict[int, str] = {}
+    for name, ids in splits.items():
+        for qid in ids:
+            if qid in seen:
+                raise InputError(f"question id {qid} is in split {seen[qid]!r} and in split {name!r}")
+            seen[qid] = name
+
+
+def normalize_instruction(text: str) -> str:
+    """Lower-cased words only: two instructions equal under this are the same question."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def assert_no_test_leak(train_texts: Iterable[tuple[str, str]], test_texts: Iterable[tuple[str, str]]) -> None:
+    """Fail loudly when any training (id, text) shares an id or a normalised text with a test (id, text).
+
+    Texts are instructions or gold code; the ids are example ids. Called on every dataset build.
+    """
+    test_ids: set[str] = set()
+    test_norm: dict[str, str] = {}
+    for example_id, text in test_texts:
+        test_ids.add(example_id)
+        norm = normalize_instruction(text)
+        if norm:
+            test_norm[norm] = example_id
+    for example_id, text in train_texts:
+        if example_id in test_ids:
+            raise AssertionError(f"test example {example_id} is in the training data")
+        norm = normalize_instruction(text)
+        if norm and norm in test_norm:
+            raise AssertionError(f"training example {example_id} repeats test example {test_norm[norm]}")

@@ -1,0 +1,167 @@
+"""Records, API database, questions, splits and the dataset build: on hand-made and on real data."""
+
+import json
+
+import pytest
+
+from apirl.config import load_config
+from apirl.data.apidb import ApiDatabase, ApiRow, load_api_database
+from apirl.data.dataset import build_examples, data_stats, load_gorilla
+from apirl.data.questions import load_questions
+from apirl.data.records import load_apibench, parse_record
+from apirl.data.splits import SPLITS, assert_no_test_leak, make_splits, read_splits, write_splits
+from apirl.errors import InputError
+
+
+def test_parse_record_reads_every_section(tiny_data_dir):
+    result = load_apibench(tiny_data_dir / "apibench" / "huggingface_eval.json")
+    assert [r.question_id for r in result.records] == [1, 2, 4]
+    first = result.records[0]
+    assert first.instruction == "Tell me whether this review is positive."
+    assert first.output.api_call.startswith("pipeline('sentiment-analysis'")
+    assert first.gold_domain == "Natural Language Processing Text Classification"
+    assert first.is_complete and first.input is None
+    assert [(i.line, i.reason) for i in result.skipped] == [(3, "code: no '###Output:' section")]
+
+
+def test_strict_mode_makes_a_bad_record_fatal_with_file_and_line(tiny_data_dir):
+    path = tiny_data_dir / "apibench" / "huggingface_eval.json"
+    with pytest.raises(InputError) as excinfo:
+        load_apibench(path, strict=True)
+    assert excinfo.value.line == 3 and str(path) in str(excinfo.value)
+
+
+@pytest.mark.parametrize("raw, field", [
+    ("not a dict", None),
+    ({"api_data": {}}, "code"),
+    ({"code": "###Output: <<<domain>>>: x"}, "code"),
+    ({"code": "###Instruction: hi\n###Output: x"}, "api_data"),
+    ({"code": "###Instruction: hi\n###Output: x", "api_data": {"domain": "d", "api_name": "n"}}, "api_call"),
+])
+def test_malformed_records_name_the_field(raw, field):
+    with pytest.raises(InputError) as excinfo:
+        parse_record(raw, question_id=7, path="f.json")
+    assert excinfo.value.line == 7 and excinfo.value.field == field
+
+
+def test_input_section_and_missing_tags():
+    raw = {"code": "### Instruction: Translate.\n###Input: Bonjour\n###Output: Hello",
+           "api_data": {"domain": "d", "api_name": "n", "api_call": "f('x')"}}
+    record = parse_record(raw, question_id=1)
+    assert record.input == "Bonjour" and record.instruction == "Translate."
+    assert record.missing_tags == ("domain", "api_call", "api_provider", "explanation", "code")
+    assert not record.is_complete
+    assert record.prompt == "###Instruction: Translate.\n###Input: Bonjour\n###Output:"
+
+
+def test_bad_json_line_is_reported_not_fatal(tmp_path):
+    path = tmp_path / "eval.json"
+    path.write_text('{"code": 1\n', encoding="utf-8")
+    result = load_apibench(path)
+    assert result.records == [] and result.skipped[0].line == 1 and "invalid JSON" in result.skipped[0].reason
+
+
+def test_api_row_flags_and_model_id():
+    def row(call, name="org/m"):
+        return ApiRow.from_json(0, {"domain": "d", "api_name": name, "api_call": call})
+
+    assert row("RandomForestRegressor()").flags == ("call_has_no_arguments",)
+    assert row("pipeline('x', model=)").flags == ("call_does_not_parse",)
+    assert row("AutoModel.from_pretrained('impira/layoutlm-invoices')", name="layoutlm-invoices").model_id \
+        == "impira/layoutlm-invoices"
+    db = ApiDatabase([row("AutoModel.from_pretrained('impira/layoutlm-invoices')", name="layoutlm-invoices")])
+    assert db.by_model_id("Impira/LayoutLM-Invoices") and db.by_model_id("layoutlm-invoices")
+    assert db.by_call('AutoModel.from_pretrained( "impira/layoutlm-invoices" )')
+
+
+def test_api_database_bad_row_names_line_and_field(tmp_path):
+    path = tmp_path / "api.jsonl"
+    path.write_text(json.dumps({"domain": "d", "api_name": "n", "api_call": "f()"}) + "\n"
+                    + json.dumps({"domain": "d", "api_name": "n"}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as excinfo:
+        load_api_database(path)
+    assert excinfo.value.line == 2 and excinfo.value.field == "api_call"
+
+
+def test_questions_are_unescaped(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question_id": 3, "text": " Hi \\u00e9\\n###Input: x\\n"}) + "\n", encoding="utf-8")
+    assert load_questions(path)[0].text == "Hi é\n###Input: x"
+    path.write_text(json.dumps({"question_id": "x", "text": "t"}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="question_id"):
+        load_questions(path)
+
+
+def _domains(n=120):
+    return {qid: f"domain-{qid % 7}" for qid in range(1, n + 1)}
+
+
+def test_split_is_deterministic_disjoint_and_stratified():
+    first = make_splits(_domains(), seed=0, val_fraction=0.1, test_fraction=0.3)
+    assert first == make_splits(_domains(), seed=0, val_fraction=0.1, test_fraction=0.3)
+    assert first != make_splits(_domains(), seed=1, val_fraction=0.1, test_fraction=0.3)
+    ids = [qid for name in SPLITS for qid in first[name]]
+    assert sorted(ids) == list(range(1, 121))  # every id exactly once
+    test_domains = {f"domain-{qid % 7}" for qid in first["test"]}
+    assert len(test_domains) == 7
+    assert 30 <= len(first["test"]) <= 42 and len(first["train"]) >= 65
+
+
+def test_split_files_round_trip_and_overlap_is_an_error(tmp_path):
+    splits = make_splits(_domains(), seed=0, val_fraction=0.1, test_fraction=0.3)
+    write_splits(tmp_path, splits, "header")
+    assert read_splits(tmp_path) == splits
+    (tmp_path / "val.txt").write_text(f"{splits['test'][0]}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="is in split"):
+        read_splits(tmp_path)
+
+
+def test_leak_guard_raises_on_shared_id_or_text():
+    assert_no_test_leak([("a", "Hello world")], [("b", "Other")])
+    with pytest.raises(AssertionError):
+        assert_no_test_leak([("a", "x")], [("a", "y")])
+    with pytest.raises(AssertionError):
+        assert_no_test_leak([("a", "Hello,  World!")], [("b", "hello world")])
+
+
+def test_tiny_dataset_build_has_synthetic_examples_and_no_leak(tiny_data_dir, tmp_path):
+    write_splits(tmp_path / "splits", {"train": [1], "val": [2], "test": [4]}, "h")
+    cfg = load_config(overrides=[f'data.data_dir="{tiny_data_dir}"', f'data.split_dir="{tmp_path / "splits"}"'])
+    data = load_gorilla(cfg.data)
+    splits = build_examples(data, cfg.data)
+    provenances = {ex.provenance for ex in splits["train"]}
+    assert provenances == {"apibench-eval", "synthetic-apidb"}
+    # The fill-mask API row's example code... is synthesized; the test question's instruction never is.
+    assert all("missing word" not in ex.prompt for ex in splits["train"])
+    stats = data_stats(data, splits)
+    assert stats["eval_records"]["skipped"] == 1 and stats["splits"]["test"]["examples"] == 1
+
+
+@pytest.mark.integration
+def test_real_data_counts(real_data_dir):
+    cfg = load_config(overrides=[f'data.data_dir="{real_data_dir}"'])
+    data = load_gorilla(cfg.data)
+    assert len(data.records) == 907 and len(data.question_ids) == 904
+    assert [issue.line for issue in data.skipped] == [339, 414, 425, 800]
+    assert len(data.api_db) == 936
+    assert sum(not r.call_parses for r in data.api_db) == 15
+    assert sum(not r.call_has_arguments for r in data.api_db) == 8
+
+
+@pytest.mark.integration
+def test_committed_splits_match_a_fresh_split_and_never_leak(real_data_dir):
+    cfg = load_config(overrides=[f'data.data_dir="{real_data_dir}"'])
+    data = load_gorilla(cfg.data)
+    committed = read_splits(cfg.data.split_dir)
+    fresh = make_splits({q: data.records[q].gold_domain for q in data.question_ids}, seed=cfg.data.split_seed,
+                        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction)
+    assert committed == fresh
+    assert sorted(q for ids in committed.values() for q in ids) == sorted(data.question_ids)
+    splits = build_examples(data, cfg.data)
+    test_ids = {ex.question_id for ex in splits["test"]}
+    assert test_ids == set(committed["test"])
+    train_qids = {ex.question_id for name in ("train", "val") for ex in splits[name]}
+    assert not test_ids & train_qids
+    test_instructions = {data.records[q].instruction for q in test_ids}
+    assert not any(ex.prompt.split("\n###Output:")[0].removeprefix("###Instruction: ") in test_instructions
+                   for ex in splits["train"])
