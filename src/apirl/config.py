@@ -111,6 +111,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         loc = tuple(first["loc"])
         field = ".".join(str(k) for k in loc)
         message = first["msg"] + ("" if first["type"] != "extra_forbidden" else " (unknown key)")
-        if tuple(str(k) for k in loc) in from_cli or path is None:
-            raise InputError(message, field=field if path is None else f"--set {field}") from exc
+        if tuple(str(k) for k in loc) in from_cli:
+            raise InputError(message, field=f"--set {field}") from exc
+        if path is None:
+            raise InputError(message, field=field) from exc
         raise InputError(message, path=path, line=_line_of_key(text, loc), field=field) from exc
