@@ -1,6 +1,7 @@
 """The evaluator end to end: responses files, splits, missing ids, JSON output, and the Gorilla anchors."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -53,6 +54,19 @@ def test_outcomes_and_text_metrics(tiny, tmp_path):
     assert 0.0 <= low <= summary["ast_accuracy"] <= high <= 1.0
     assert set(summary["per_domain"]) == {r.domain for r in rows}
     assert "| r.jsonl | 3 |" in results_table([("r.jsonl", summary)])
+
+
+def test_strict_mode_fills_the_headline_keys(tiny, tmp_path):
+    cfg, data, _ = tiny
+    # Right domain, wrong API: correct for Gorilla, an error for strict.
+    wrong_api = "<<<api_call>>>: pipeline('fill-mask', model='bert-base-uncased')\n<<<api_provider>>>: HF"
+    path = _write(tmp_path / "r.jsonl", [{"question_id": 1, "text": wrong_api}])
+    gold = data.records[1]
+    records = {1: replace(gold, api_data=replace(gold.api_data, domain=data.records[4].gold_domain))}
+    cfg.eval.mode = "strict"
+    summary, _ = evaluate_responses(load_responses(path), records, data.api_db, cfg.eval, question_ids=None)
+    assert summary["gorilla"]["accuracy"] == 1.0 and summary["strict"]["error"] == 1.0
+    assert summary["ast_accuracy"] == 0.0 and summary["error"] == 1.0 and summary["mode"] == "strict"
 
 
 def test_split_scores_missing_questions_as_empty(tiny, tmp_path):

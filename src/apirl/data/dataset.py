@@ -166,13 +166,15 @@ def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData) -
     near-duplicate question, so the conservative choice is to keep it only on the test side.
     """
     test_records = [data.records[ex.question_id] for ex in splits["test"] if ex.question_id is not None]
-    test_instr = {_norm(r.instruction) for r in test_records}
-    test_code = {_norm(r.output.code or "") for r in test_records} - {""}
+    test_instr = {normalize_instruction(r.instruction) for r in test_records}
+    test_code = {normalize_instruction(r.output.code or "") for r in test_records} - {""}
     dropped: Counter[str] = Counter()
     for name in ("train", "val"):
         kept = []
         for ex in splits[name]:
-            if _norm(_instruction_of(ex)) in test_instr or _norm(_code_of(ex)) in test_code:
+            repeats_test = (normalize_instruction(_instruction_of(ex)) in test_instr
+                            or normalize_instruction(_code_of(ex)) in test_code)
+            if repeats_test:
                 dropped[f"{name}/{ex.provenance}"] += 1
             else:
                 kept.append(ex)
@@ -181,10 +183,6 @@ def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData) -
     test_side = [(ex.example_id, _instruction_of(ex)) for ex in splits["test"]]
     assert_no_test_leak(train_side, test_side)
     return dict(sorted(dropped.items()))
-
-
-def _norm(text: str) -> str:
-    return normalize_instruction(text)
 
 
 def _instruction_of(example: Example) -> str:

@@ -122,14 +122,21 @@ def select_responses(responses: list[Response], records: dict[int, ApiBenchRecor
     return [(qid, by_id.get(qid, ""), qid not in by_id) for qid in question_ids], ignored
 
 
-def _rates(rows: list[ScoredResponse]) -> dict[str, np.ndarray]:
+def _outcome_indicators(rows: list[ScoredResponse], mode: str) -> dict[str, np.ndarray]:
+    """0/1 per sample for accuracy, hallucination and error under one matcher mode."""
+    outcomes = [r.gorilla_outcome if mode == "gorilla" else r.strict_outcome for r in rows]
+    return {name: np.array([o == outcome for o in outcomes], dtype=float)
+            for name, outcome in (("accuracy", "correct"), ("hallucination", "hallucination"), ("error", "error"))}
+
+
+def _rates(rows: list[ScoredResponse], mode: str = "gorilla") -> dict[str, np.ndarray]:
+    """Per-sample indicators of every rate; the unprefixed AST keys follow `mode`."""
+    headline = _outcome_indicators(rows, mode)
     return {
-        "ast_accuracy": np.array([r.gorilla_outcome == "correct" for r in rows], dtype=float),
-        "hallucination": np.array([r.gorilla_outcome == "hallucination" for r in rows], dtype=float),
-        "error": np.array([r.gorilla_outcome == "error" for r in rows], dtype=float),
-        "strict_accuracy": np.array([r.strict_outcome == "correct" for r in rows], dtype=float),
-        "strict_hallucination": np.array([r.strict_outcome == "hallucination" for r in rows], dtype=float),
-        "strict_error": np.array([r.strict_outcome == "error" for r in rows], dtype=float),
+        "ast_accuracy": headline["accuracy"],
+        "hallucination": headline["hallucination"],
+        "error": headline["error"],
+        "strict_accuracy": _outcome_indicators(rows, "strict")["accuracy"],
         "api_call_exact": np.array([r.api_call_exact for r in rows], dtype=float),
         "model_id_match": np.array([r.model_id_match for r in rows], dtype=float),
     }
@@ -146,19 +153,17 @@ def _mean(values: np.ndarray) -> float:
 
 def summarize(rows: list[ScoredResponse], config: EvalConfig, *, with_codebleu: bool = True) -> dict[str, Any]:
     """Aggregate per-sample verdicts into the evaluation JSON (without file-level bookkeeping)."""
-    rates = _rates(rows)
+    rates = _rates(rows, config.mode)
     texts = _text_values(rows)
-    prefix = "" if config.mode == "gorilla" else "strict_"
+    by_mode = {mode: {k: _mean(v) for k, v in _outcome_indicators(rows, mode).items()}
+               for mode in ("gorilla", "strict")}
     summary: dict[str, Any] = {
         "n": len(rows),
         "mode": config.mode,
-        "ast_accuracy": _mean(rates[f"{'strict_accuracy' if prefix else 'ast_accuracy'}"]),
-        "hallucination": _mean(rates[f"{prefix}hallucination"]),
-        "error": _mean(rates[f"{prefix}error"]),
-        "gorilla": {"accuracy": _mean(rates["ast_accuracy"]), "hallucination": _mean(rates["hallucination"]),
-                    "error": _mean(rates["error"])},
-        "strict": {"accuracy": _mean(rates["strict_accuracy"]),
-                   "hallucination": _mean(rates["strict_hallucination"]), "error": _mean(rates["strict_error"])},
+        "ast_accuracy": _mean(rates["ast_accuracy"]),
+        "hallucination": _mean(rates["hallucination"]),
+        "error": _mean(rates["error"]),
+        **by_mode,
         "strict_accuracy": _mean(rates["strict_accuracy"]),
         "api_call_exact": _mean(rates["api_call_exact"]),
         "model_id_match": _mean(rates["model_id_match"]),
@@ -174,13 +179,7 @@ def summarize(rows: list[ScoredResponse], config: EvalConfig, *, with_codebleu: 
         summary["codebleu"] = corpus.codebleu
         summary["codebleu_components"] = {k: v for k, v in asdict(corpus).items() if k != "codebleu"}
         summary["codebleu_sentence_mean"] = _mean(texts["codebleu_sentence"])
-    ci_values = {**{key: rates[key] for key in ("ast_accuracy", "hallucination", "error", "strict_accuracy",
-                                                  "api_call_exact", "model_id_match")},
-                 "rouge_l": texts["rouge_l"]}
-    if config.mode == "strict":
-        ci_values["ast_accuracy"] = rates["strict_accuracy"]
-        ci_values["hallucination"] = rates["strict_hallucination"]
-        ci_values["error"] = rates["strict_error"]
+    ci_values = {**rates, "rouge_l": texts["rouge_l"]}
     if with_codebleu:
         ci_values["codebleu_sentence_mean"] = texts["codebleu_sentence"]
     summary["ci95"] = {key: list(bootstrap_ci(values, samples=config.bootstrap_samples, seed=config.bootstrap_seed))
