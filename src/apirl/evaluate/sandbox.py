@@ -208,7 +208,6 @@ _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x2, 0x4, 0x8
 _MOUNT_ATTR_RDONLY, _AT_RECURSIVE, _AT_FDCWD = 0x1, 0x8000, -100
 _SYS_MOUNT_SETATTR = 442  # one number on every architecture (added after the syscall tables were unified)
-_PR_SET_PDEATHSIG = 1
 _NAMESPACE_GUARDS = ("network_namespace", "pid_namespace", "readonly_fs")
 
 
@@ -537,8 +536,6 @@ def _worker_main() -> None:
     os.dup2(2, 1)  # anything the preloaded libraries print goes to stderr, not into the protocol
     cfg = json.loads(sys.stdin.readline())
     cfg["unsupported"] = frozenset(cfg["unsupported"])
-    with contextlib.suppress(Exception):
-        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the harness
     loaded = []
     for name in cfg["preload"]:
         try:
@@ -557,6 +554,8 @@ def _worker_main() -> None:
         cgroup = None
     isolation = _probe_isolation(cfg, cgroup, workdir)
     proto_out.write(json.dumps({"ready": True, "preloaded": loaded, "isolation": isolation}) + "\n")
+    # EOF on stdin (the harness closed the pipe, or died) ends the worker. Not PR_SET_PDEATHSIG: it fires when
+    # the harness *thread* that started the worker exits, and restarts happen in short-lived job threads.
     try:
         for line in sys.stdin:
             job = json.loads(line)
@@ -615,6 +614,9 @@ class _WorkerHandle:
 
     def run(self, code: str) -> ExecResult:
         start = time.monotonic()
+        if self.proc is None or self.proc.poll() is not None:  # died between jobs: not this snippet's doing
+            self.stop()
+            self.start()
         try:
             self._send({"code": code})
             reply = self._receive(self.cfg["timeout_s"] + 30)
