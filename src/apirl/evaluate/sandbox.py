@@ -51,6 +51,9 @@ What is NOT contained:
 
 - Reading files: a snippet can read whatever the harness's user can read (source, data, ~/.cache, keys on
   disk). Only the environment is scrubbed; run the harness as a user without secrets on disk if that matters.
+  The snippet keeps the harness's uid (inside its user namespace it has no capability over host objects, but
+  owner permissions still apply). We do not drop to `nobody` when root: an interpreter installed under /root
+  (pyenv) is then unreadable and every import not preloaded fails.
 - Local IPC that does not need a network: abstract unix sockets are per network namespace (blocked with it),
   but files in world-writable dirs are only protected by the read-only mounts.
 - The sentinel token lives in S's memory (the runner's frame), so code that walks interpreter frames could
@@ -544,7 +547,7 @@ def _worker_main() -> None:
         except Exception:  # a missing or broken optional library is skipped, not fatal
             pass
     cgroup = None
-    workdir = tempfile.mkdtemp(prefix="apirl-sandbox-")
+    workdir = cfg["workdir"]
     if os.getuid() == 0 and (root := _pids_cgroup_root()) is not None:
         with contextlib.suppress(OSError):
             cgroup = root / f"apirl-sandbox-{os.getpid()}"
@@ -561,7 +564,6 @@ def _worker_main() -> None:
             job = json.loads(line)
             proto_out.write(json.dumps(_execute(job["code"], cfg, cgroup, workdir)) + "\n")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
         if cgroup is not None:
             with contextlib.suppress(OSError):
                 cgroup.rmdir()
@@ -586,7 +588,8 @@ class _WorkerHandle:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
                                      start_new_session=True)
         self._buffer = b""
-        self._send({**self.cfg, "unsupported": sorted(self.cfg["unsupported"])})
+        self.workdir = tempfile.mkdtemp(prefix="apirl-sandbox-")  # ours: removed even if the worker is killed
+        self._send({**self.cfg, "unsupported": sorted(self.cfg["unsupported"]), "workdir": self.workdir})
         info = self._receive(self.cfg["start_timeout_s"])
         if info is None or not info.get("ready"):
             self.stop()
@@ -603,6 +606,7 @@ class _WorkerHandle:
                 self.proc.kill()
                 self.proc.wait()
             self._remove_cgroup(self.proc.pid)
+            shutil.rmtree(self.workdir, ignore_errors=True)
             self.proc = None
 
     @staticmethod
