@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
+from apirl.jsonl import iter_jsonl
 
 _FIELDS = ("domain", "framework", "functionality", "api_name", "api_call", "api_arguments",
            "python_environment_requirements", "example_code", "performance", "description")
@@ -159,18 +160,9 @@ class ApiDatabase:
 def load_api_database(path: str | Path) -> ApiDatabase:
     """Read the API database JSONL. Every row must parse: a bad row is an error naming its line."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("API database not found", path=path)
     rows: list[ApiRow] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", path=path, line=line_number) from exc
-            rows.append(ApiRow.from_json(len(rows), raw, path=path, line=line_number))
+    for line_number, raw in iter_jsonl(path, what="API database"):
+        rows.append(ApiRow.from_json(len(rows), raw, path=path, line=line_number))
     if not rows:
         raise InputError("API database is empty", path=path)
     return ApiDatabase(rows, path)
