@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from apirl.config import RunConfig
-from apirl.data.dataset import load_gorilla
+from apirl.data.dataset import GorillaData, load_gorilla
 from apirl.data.paths import RETRIEVERS
 from apirl.data.splits import read_split
 from apirl.errors import InputError
@@ -14,18 +14,19 @@ from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import ScoredResponse, evaluate_responses
 
 
-def evaluate_file(path: str | Path, config: RunConfig) -> tuple[dict[str, Any], list[ScoredResponse]]:
+def evaluate_file(path: str | Path, config: RunConfig,
+                  data: GorillaData | None = None) -> tuple[dict[str, Any], list[ScoredResponse]]:
     """Score one responses file on `config.eval.split`; the summary names the file and split."""
-    data = load_gorilla(config.data)
+    data = data or load_gorilla(config.data)
     question_ids = None if config.eval.split == "all" else read_split(config.data.split_dir, config.eval.split)
     summary, rows = evaluate_responses(load_responses(path), data.records, data.api_db, config.eval,
                                        question_ids=question_ids, path=path)
     return {"file": str(path), "split": config.eval.split, **summary}, rows
 
 
-def gorilla_response_files(config: RunConfig) -> list[tuple[str, Path]]:
+def gorilla_response_files(data: GorillaData) -> list[tuple[str, Path]]:
     """(label, path) of Gorilla-7B's published HF responses: FT and RT for each retriever setting."""
-    data_dir = load_gorilla(config.data).paths.responses_dir
+    data_dir = data.paths.responses_dir
     files = [(f"Gorilla-7B {kind} {retriever}", data_dir / f"response_huggingface_Gorilla_{kind}_{retriever}.jsonl")
              for kind in ("FT", "RT") for retriever in RETRIEVERS]
     present = [(label, path) for label, path in files if path.is_file()]
@@ -35,4 +36,5 @@ def gorilla_response_files(config: RunConfig) -> list[tuple[str, Path]]:
 
 
 def evaluate_gorilla_anchors(config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
-    return [(label, evaluate_file(path, config)[0]) for label, path in gorilla_response_files(config)]
+    data = load_gorilla(config.data)
+    return [(label, evaluate_file(path, config, data)[0]) for label, path in gorilla_response_files(data)]
