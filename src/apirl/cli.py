@@ -63,7 +63,7 @@ def data_stats_cmd(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonO
 
     cfg = _config(config, set_)
     data = load_gorilla(cfg.data)
-    stats = data_stats(data, build_examples(data, cfg.data, cfg.seed))
+    stats = data_stats(data, build_examples(data, cfg.data))
     if as_json:
         _print_json(stats)
     else:

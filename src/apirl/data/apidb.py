@@ -20,7 +20,6 @@ from apirl.jsonl import iter_jsonl
 
 _FIELDS = ("domain", "framework", "functionality", "api_name", "api_call", "api_arguments",
            "python_environment_requirements", "example_code", "performance", "description")
-_QUOTED_ID_RE = re.compile(r"""['"]([\w.\-]+/[\w.\-]+)['"]""")
 _HUB_ID_RE = re.compile(r"""(?<![\w./])['"]?([A-Za-z0-9][\w.\-]*/[\w.\-]+)['"]?""")
 _EMPTY_MARKERS = {"", "n/a", "none", "null", "[]", "{}"}
 
@@ -144,17 +143,6 @@ class ApiDatabase:
     def by_call(self, call: str) -> list[ApiRow]:
         """Rows whose `api_call` equals this call up to whitespace and quote style."""
         return self._by_call.get(normalize_call(call), [])
-
-    def model_ids(self) -> set[str]:
-        return {row.model_id for row in self.rows}
-
-    def find_model_ids(self, text: str) -> list[str]:
-        """Quoted `org/name` strings in a text that are model ids of the database, in order of appearance."""
-        found = []
-        for candidate in _QUOTED_ID_RE.findall(text):
-            if self.by_model_id(candidate) and candidate not in found:
-                found.append(candidate)
-        return found
 
 
 def load_api_database(path: str | Path) -> ApiDatabase:

@@ -133,7 +133,7 @@ class Splits:
         return self.examples[name]
 
 
-def build_examples(data: GorillaData, config: DataConfig, seed: int = 0) -> Splits:
+def build_examples(data: GorillaData, config: DataConfig) -> Splits:
     """The examples of every split, checked for test leakage."""
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     if data.train_records is not None:

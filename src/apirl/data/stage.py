@@ -30,7 +30,7 @@ def data_inputs(config: RunConfig) -> list[Path]:
 def prepare_data(config: RunConfig, *, force: bool = False) -> StageResult:
     def work(stage_dir: Path) -> list[Path]:
         data = load_gorilla(config.data)
-        splits = build_examples(data, config.data, config.seed)
+        splits = build_examples(data, config.data)
         outputs = [write_jsonl(stage_dir / f"{name}.jsonl", (ex.to_json() for ex in splits[name]))
                    for name in SPLITS]
         stats_path = stage_dir / "stats.json"

@@ -28,8 +28,6 @@ from apirl.evaluate.responses import Response
 from apirl.evaluate.text_metrics import codebleu, rouge, sentence_codebleu
 
 _QUOTED_RE = re.compile(r"""['"]([^'"\s]+)['"]""")
-RATE_KEYS = ("ast_accuracy", "hallucination", "error", "strict_accuracy", "strict_hallucination",
-             "api_call_exact", "model_id_match")
 TEXT_KEYS = ("rouge_1", "rouge_2", "rouge_l", "codebleu_sentence")
 
 
