@@ -13,10 +13,10 @@ export APIRL_DATA_DIR
 setup: $(STAMP)
 
 # torch first, pinned to the CPU wheel, so nothing later pulls a CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,exec]'
 	touch $(STAMP)
 
 lint: setup

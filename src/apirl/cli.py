@@ -20,8 +20,10 @@ app = typer.Typer(help="apirl: RL from AI feedback for API-calling code LLMs.", 
                   pretty_exceptions_enable=False)
 data_app = typer.Typer(help="The Gorilla data: statistics, splits, prepared examples.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score responses files (AST match, ROUGE, CodeBLEU).", no_args_is_help=True)
+exec_app = typer.Typer(help="Executability: run code in the sandbox against the offline hub.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+app.add_typer(exec_app, name="exec")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -117,6 +119,8 @@ def eval_responses_cmd(
     split: Annotated[str | None, typer.Option(help="test (data/splits/test.txt) or all.")] = None,
     mode: Annotated[str | None, typer.Option(help="gorilla (default) or strict: fills the headline keys.")] = None,
     details: Annotated[Path | None, typer.Option(help="Write per-response verdicts to this JSONL.")] = None,
+    execute: Annotated[bool, typer.Option("--exec", help="Also run the code: executability (bound) and "
+                                          "executability_strict.")] = False,
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Score one responses file: AST accuracy / hallucination / error (both modes), ROUGE, CodeBLEU."""
@@ -124,6 +128,13 @@ def eval_responses_cmd(
 
     cfg = _config(config, _with_eval_options(set_, split, mode))
     summary, rows = evaluate_file(file, cfg)
+    if execute:
+        from apirl.evaluate.exec_run import check_responses
+
+        runs = check_responses(file, cfg, modes=("bound", "strict"))
+        summary["executability"] = runs["bound"][0]["executability"]
+        summary["executability_strict"] = runs["strict"][0]["executability"]
+        summary["exec_failures"] = runs["bound"][0]["failures"]
     if details is not None:
         from apirl.rundir import write_jsonl
 
@@ -158,6 +169,100 @@ def eval_gorilla_cmd(
         return
     print(f"Gorilla-7B published responses, split {cfg.eval.split}, mode {cfg.eval.mode}:\n")
     print(results_table(results))
+
+
+ExecModeOpt = Annotated[str | None, typer.Option("--mode", help="bound (default: inputs bound) or strict.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Parallel sandbox workers.")]
+DetailsOpt = Annotated[Path | None, typer.Option(help="Write per-snippet verdicts to this JSONL.")]
+
+
+def _exec_config(config: Path | None, set_: list[str] | None, split: str | None, mode: str | None,
+                 workers: int | None) -> RunConfig:
+    overrides = _with_eval_options(set_, split, None)
+    if mode is not None:
+        overrides.append(f'execution.mode="{mode}"')
+    if workers is not None:
+        overrides.append(f"execution.workers={workers}")
+    return _config(config, overrides)
+
+
+def _print_exec(summary: dict[str, Any], title: str) -> None:
+    print(f"{title}: {summary['ok']}/{summary['n']} run = executability {100 * summary['executability']:.1f}% "
+          f"({summary['mode']} mode, split {summary['split']}); over the {summary['supported']} snippets the "
+          f"harness supports: {100 * summary['executability_supported']:.1f}%")
+    for status, count in summary["failures"].items():
+        print(f"  {status:20s} {count}")
+    print(f"{summary['seconds']} s; isolation: " + ", ".join(k for k, v in summary["isolation"].items() if v))
+
+
+def _write_verdicts(path: Path | None, verdicts: list[Any]) -> None:
+    if path is not None:
+        from apirl.rundir import write_jsonl
+
+        write_jsonl(path, (v.to_json() for v in verdicts))
+
+
+@exec_app.command("check")
+@friendly_errors
+def exec_check_cmd(
+    file: Annotated[Path, typer.Argument(help="Responses JSONL (question_id, text): the <<<code>>> sections run.")],
+    split: Annotated[str | None, typer.Option(help="test or all.")] = None, mode: ExecModeOpt = None,
+    workers: WorkersOpt = None, details: DetailsOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Executability of a responses file: how many code sections run to their last line."""
+    from apirl.evaluate.exec_run import check_responses
+
+    cfg = _exec_config(config, set_, split, mode, workers)
+    summary, verdicts = check_responses(file, cfg)[cfg.execution.mode]
+    _write_verdicts(details, verdicts)
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_exec(summary, file.name)
+
+
+@exec_app.command("gold")
+@friendly_errors
+def exec_gold_cmd(
+    split: Annotated[str | None, typer.Option(help="test or all.")] = None, mode: ExecModeOpt = None,
+    workers: WorkersOpt = None, details: DetailsOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Executability of the gold <<<code>>> sections of the data: the harness's own ceiling."""
+    from apirl.evaluate.exec_run import check_gold
+
+    cfg = _exec_config(config, set_, split, mode, workers)
+    summary, verdicts = check_gold(cfg)
+    _write_verdicts(details, verdicts)
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_exec(summary, "gold code")
+
+
+@exec_app.command("mutants")
+@friendly_errors
+def exec_mutants_cmd(
+    split: Annotated[str | None, typer.Option(help="test or all.")] = None, mode: ExecModeOpt = None,
+    workers: WorkersOpt = None, details: DetailsOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Mutants of every gold snippet that runs (unknown model id, unknown name, unknown keyword, missing
+    import, syntax error): the rate at which each kind is rejected."""
+    from apirl.evaluate.exec_run import check_mutants
+
+    cfg = _exec_config(config, set_, split, mode, workers)
+    summary, verdicts = check_mutants(cfg)
+    _write_verdicts(details, verdicts)
+    if as_json:
+        _print_json(summary)
+        return
+    print(f"gold snippets that run: {summary['gold_ok']}/{summary['gold_n']} ({summary['mode']} mode, "
+          f"split {summary['split']}); {summary['mutants_n']} mutants, {summary['seconds']} s")
+    for kind, row in summary["per_kind"].items():
+        rate = "n/a" if row["rejection_rate"] is None else f"{100 * row['rejection_rate']:.1f}%"
+        print(f"  {kind:18s} rejected {row['rejected']:4d}/{row['n']:<4d} {rate:>7s}  {row['statuses']}")
 
 
 def _with_eval_options(overrides: list[str] | None, split: str | None, mode: str | None) -> list[str]:

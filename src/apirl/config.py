@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from apirl.config_base import StrictModel
 from apirl.data.config import DataConfig
 from apirl.errors import InputError
-from apirl.evaluate.config import EvalConfig
+from apirl.evaluate.config import EvalConfig, ExecConfig
 
 
 class RunConfig(StrictModel):
@@ -30,6 +30,7 @@ class RunConfig(StrictModel):
     runs_dir: Path = Path("runs")
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
+    execution: ExecConfig = ExecConfig()
 
     @property
     def run_dir(self) -> Path:

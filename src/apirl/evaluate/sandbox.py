@@ -86,7 +86,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,10 +97,14 @@ STATUSES = ("ok", "syntax_error", "import_error", "unknown_model_id", "unknown_a
 # Libraries Gorilla-style answers import that we know about but do not install: a ModuleNotFoundError for one
 # of them is the harness's gap, not the model's mistake.
 DEFAULT_UNSUPPORTED = frozenset({
-    "tensorflow", "keras", "jax", "flax", "paddle", "mxnet", "onnxruntime", "sentencepiece", "timm",
-    "diffusers", "datasets", "soundfile", "librosa", "torchaudio", "torchvision", "cv2", "PIL", "sklearn",
-    "pandas", "scipy", "fairseq", "espnet", "speechbrain", "asteroid", "pyannote", "sentence_transformers",
-    "joblib", "requests", "stable_baselines3", "rl_zoo3", "huggingface_sb3", "tensorflow_hub",
+    "torch", "transformers", "huggingface_hub", "tensorflow", "keras", "jax", "flax", "paddle", "mxnet",
+    "onnxruntime", "sentencepiece", "timm", "diffusers", "datasets", "soundfile", "librosa", "torchaudio",
+    "torchvision", "cv2", "PIL", "sklearn", "pandas", "scipy", "matplotlib", "fairseq", "espnet",
+    "espnet_model_zoo", "speechbrain", "asteroid", "pyannote", "sentence_transformers", "joblib", "requests",
+    "stable_baselines3", "rl_zoo3", "huggingface_sb3", "tensorflow_hub", "flair", "ultralytics", "ultralyticsplus",
+    "yolov5", "sahi", "controlnet_aux", "decord", "pydub", "huggingsound", "optimum", "modelscope", "openai",
+    "mlagents", "TTS", "nemo", "whisper", "audiocraft", "skops", "autogluon", "xgboost", "lightgbm", "catboost",
+    "tensorflow_io", "accelerate", "peft", "bitsandbytes", "einops", "safetensors", "tokenizers", "gradio",
 })
 
 _SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE|AUTH|"
@@ -257,6 +261,12 @@ def _isolate_namespaces(sandbox_dir: str, use_namespaces: bool) -> dict[str, boo
                                       and _mount(sandbox_dir, sandbox_dir, None, _MS_BIND | _MS_REC)
                                       and _set_readonly("/", True, recursive=True)
                                       and _set_readonly(sandbox_dir, False, recursive=True))
+                if got["readonly_fs"] and os.path.isdir("/dev/shm"):
+                    # A private, writable /dev/shm inside the sandbox: multiprocessing's locks (used by some
+                    # pipelines) need one. (A tmpfs would be owned by an unmapped uid: EOVERFLOW on create.)
+                    shm = os.path.join(sandbox_dir, ".shm")
+                    os.makedirs(shm, exist_ok=True)
+                    _mount(shm, "/dev/shm", None, _MS_BIND)
             break
     return got
 
@@ -705,8 +715,9 @@ class Sandbox:
     def run(self, code: str) -> ExecResult:
         return self.run_many([code])[0]
 
-    def run_many(self, codes: Sequence[str]) -> list[ExecResult]:
-        """Results in the order of `codes`, run in parallel across the workers."""
+    def run_many(self, codes: Sequence[str], on_result: Callable[[], None] | None = None) -> list[ExecResult]:
+        """Results in the order of `codes`, run in parallel across the workers; `on_result` is called (from a
+        worker thread) after each one, for progress bars."""
         if not self._workers:
             raise RuntimeError("the sandbox is closed")
         jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -721,6 +732,8 @@ class Sandbox:
                 except queue.Empty:
                     return
                 results[index] = worker.run(codes[index])
+                if on_result is not None:
+                    on_result()
 
         threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in self._workers[:len(codes)]]
         for thread in threads:

@@ -1,0 +1,155 @@
+"""Executability entry points: a responses file, the gold code, and the gold code's mutants, on a split.
+
+These are what `apirl exec check|gold|mutants` and `apirl eval responses --exec` call; each loads the data,
+opens one `Executor` (workers started once), shows progress, and returns a JSON-ready summary plus the
+per-snippet verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from apirl.config import RunConfig
+from apirl.data.dataset import GorillaData, load_gorilla
+from apirl.data.splits import read_split
+from apirl.evaluate.execution import Executor, ExecVerdict, runnable_code, summarize
+from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
+from apirl.evaluate.offline_hub import known_model_ids
+from apirl.evaluate.responses import load_responses
+from apirl.evaluate.scorer import select_responses
+
+
+def hub_dir(config: RunConfig) -> Path:
+    """Where the offline hub lives: the config's `execution.hub_dir`, else $APIRL_HUB_DIR, else the user cache."""
+    if config.execution.hub_dir:
+        return Path(config.execution.hub_dir).expanduser()
+    if os.environ.get("APIRL_HUB_DIR"):
+        return Path(os.environ["APIRL_HUB_DIR"]).expanduser()
+    return Path.home() / ".cache" / "apirl" / "offline-hub"
+
+
+def hub_evidence(data: GorillaData) -> dict[str, list[str]]:
+    """Code that loads each model id (the eval answers of its row): tells the hub which classes users load it
+    with, as a real checkpoint's model card would."""
+    evidence: dict[str, list[str]] = defaultdict(list)
+    for record in data.records.values():
+        if record.api_data.model_id and record.output.code:
+            evidence[record.api_data.model_id].append(record.output.code)
+    return dict(evidence)
+
+
+def _question_ids(config: RunConfig, data: GorillaData) -> list[int]:
+    if config.eval.split == "all":
+        return list(data.question_ids)
+    return read_split(config.data.split_dir, config.eval.split)
+
+
+@contextmanager
+def open_executor(config: RunConfig, data: GorillaData) -> Iterator[Executor]:
+    cfg = config.execution
+    with Executor(hub_dir(config), data.api_db, workers=cfg.workers, timeout_s=cfg.timeout_s,
+                  memory_mb=cfg.memory_mb, evidence=hub_evidence(data)) as executor:
+        yield executor
+
+
+def run_checks(executor: Executor, codes: dict[str, str], mode: str, label: str) -> list[ExecVerdict]:
+    """`executor.check` with a progress display: hub checkpoints built, then snippets run."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True, console=Console(stderr=True)) as progress:  # stdout may carry --json
+        built = progress.add_task("offline hub: building checkpoints", total=None)
+        task = progress.add_task(f"{label} ({mode})", total=len(codes))
+        return executor.check(codes, mode, on_hub_build=lambda _id: progress.advance(built),
+                              on_result=lambda: progress.advance(task))
+
+
+def _report(verdicts: list[ExecVerdict], domains: dict[str, str], executor: Executor, mode: str,
+            started: float, **extra: Any) -> dict[str, Any]:
+    return {**extra, "mode": mode, **summarize(verdicts, domains), **executor.info,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def check_responses(path: str | Path, config: RunConfig, data: GorillaData | None = None,
+                    modes: tuple[str, ...] | None = None) -> dict[str, tuple[dict[str, Any], list[ExecVerdict]]]:
+    """Executability of a responses file's code sections, per mode; a question without a response counts as
+    a failure (an empty snippet is not an answer)."""
+    data = data or load_gorilla(config.data)
+    selected, _ignored = select_responses(load_responses(path), data.records, _question_ids(config, data), path)
+    codes = {str(qid): runnable_code(text) if not missing else "raise NotImplementedError('no response')\n"
+             for qid, text, missing in selected}
+    domains = {str(qid): data.records[qid].gold_domain for qid, _text, _missing in selected}
+    results = {}
+    with open_executor(config, data) as executor:
+        for mode in modes or (config.execution.mode,):
+            started = time.perf_counter()
+            verdicts = run_checks(executor, codes, mode, Path(path).name)
+            results[mode] = (_report(verdicts, domains, executor, mode, started, file=str(path),
+                                     split=config.eval.split), verdicts)
+    return results
+
+
+def gold_codes(config: RunConfig, data: GorillaData) -> tuple[dict[str, str], dict[str, str]]:
+    """The gold `<<<code>>>` of every question of the split that has one, and each question's domain."""
+    codes, domains = {}, {}
+    for qid in _question_ids(config, data):
+        record = data.records[qid]
+        codes[str(qid)] = runnable_code(record.output.code or "")
+        domains[str(qid)] = record.gold_domain
+    return codes, domains
+
+
+def check_gold(config: RunConfig, data: GorillaData | None = None, mode: str | None = None
+               ) -> tuple[dict[str, Any], list[ExecVerdict]]:
+    data = data or load_gorilla(config.data)
+    mode = mode or config.execution.mode
+    codes, domains = gold_codes(config, data)
+    started = time.perf_counter()
+    with open_executor(config, data) as executor:
+        verdicts = run_checks(executor, codes, mode, "gold code")
+        return _report(verdicts, domains, executor, mode, started, split=config.eval.split), verdicts
+
+
+def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str | None = None
+                  ) -> tuple[dict[str, Any], list[ExecVerdict]]:
+    """Run the gold code, then one mutant of each kind for every gold snippet that ran: the rate at which
+    each kind is rejected (a mutant that still runs is a harness blind spot)."""
+    data = data or load_gorilla(config.data)
+    mode = mode or config.execution.mode
+    codes, domains = gold_codes(config, data)
+    known = known_model_ids(data.api_db)
+    started = time.perf_counter()
+    with open_executor(config, data) as executor:
+        gold = run_checks(executor, codes, mode, "gold code")
+        mutant_codes, kinds, descriptions = {}, {}, {}
+        for verdict in gold:
+            if not verdict.ok:
+                continue
+            for mutant in make_mutants(codes[verdict.key], known_model_ids=known, seed=config.execution.mutant_seed):
+                key = f"{verdict.key}:{mutant.kind}"
+                mutant_codes[key], kinds[key], descriptions[key] = mutant.code, mutant.kind, mutant.description
+        verdicts = run_checks(executor, mutant_codes, mode, "mutants")
+        info = executor.info
+    per_kind: dict[str, dict[str, Any]] = {}
+    for kind in MUTANT_KINDS:
+        mine = [v for v in verdicts if kinds[v.key] == kind]
+        statuses: dict[str, int] = defaultdict(int)
+        for verdict in mine:
+            statuses[verdict.status] += 1
+        rejected = sum(not v.ok for v in mine)
+        per_kind[kind] = {"n": len(mine), "rejected": rejected,
+                          "rejection_rate": rejected / len(mine) if mine else None,
+                          "statuses": dict(sorted(statuses.items())),
+                          "survivors": [f"{v.key}: {descriptions[v.key]}" for v in mine if v.ok][:20]}
+    summary = {"split": config.eval.split, "mode": mode, "gold_n": len(gold), "gold_ok": sum(v.ok for v in gold),
+               "mutants_n": len(verdicts), "per_kind": per_kind, **info,
+               "seconds": round(time.perf_counter() - started, 1)}
+    del domains
+    return summary, verdicts

@@ -1,0 +1,188 @@
+"""Executability: does a snippet run to its last line against real libraries and the offline hub?
+
+One entry point, `Executor`, joins the three parts: the offline hub (`offline_hub.py`: tiny checkpoints of the
+model ids the snippets name), the binding of free inputs (`binding.py`, `bound` mode only) and the sandbox
+(`sandbox.py`: isolated, limited child processes forked from preloaded workers). Modes:
+
+- `strict`: the code as written. A snippet that reads a variable it never defines, opens a file it never
+  wrote or fetches a URL fails.
+- `bound` (the headline): free variables get typed dummy values chosen from their names, file paths written as
+  literals get dummy files, and HTTP(S) requests through requests/urllib get a fixed offline answer; only the
+  API usage is left to be judged.
+
+A snippet counts as executable when its last statement returns (`ok`). Every other outcome has a class
+(`sandbox.STATUSES`); two of them are the harness's gaps, not the snippet's fault, and are reported apart:
+`unsupported_library` (a library we know but do not install) and `hub_gap` (a database model id whose tiny
+checkpoint could not be built, e.g. LayoutLMv2 needs detectron2).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from apirl.data.apidb import ApiDatabase
+from apirl.data.prompts import code_section
+from apirl.evaluate.binding import bind
+from apirl.evaluate.offline_hub import OfflineHub, model_ids_in_code
+from apirl.evaluate.sandbox import STATUSES, Sandbox
+
+MODES = ("bound", "strict")
+GAP_STATUSES = ("unsupported_library", "hub_gap")
+EXEC_STATUSES = (*STATUSES, "hub_gap")
+
+# Imported once per worker, so each forked snippet starts with them loaded (seconds saved per snippet).
+PRELOAD = ("torch", "numpy", "PIL.Image", "requests", "pandas", "sklearn", "soundfile", "transformers",
+           "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.evaluate.binding")
+
+_LOADERS = ("from_pretrained", "pipeline", "SentenceTransformer", "CrossEncoder", "hf_hub_download",
+            "snapshot_download", "load_dataset", "from_hparams", "load_from_hub")
+_LOADER_KEYWORDS = ("model", "repo_id", "pretrained_model_name_or_path", "model_name_or_path", "path", "source")
+# Failures that are this machine's gaps, not the snippet's: a system tool we lack, a hub dataset we do not serve.
+_ENVIRONMENT_GAPS = ("ffmpeg was not found", "on the Hub (OfflineModeIsEnabled)")
+_FENCE_RE = re.compile(r"^\s*```[\w+-]*\s*$")
+_SHELL_RE = re.compile(r"^(\s*)([!%].*)$")
+
+
+def runnable_code(text: str) -> str:
+    """The code of a response, ready to run: its `<<<code>>>` section (else a fenced block, else the whole
+    text), without Markdown fence lines, and with notebook shell/magic lines (`!pip install x`, `%time`)
+    turned into comments, as Jupyter would not pass them to Python either."""
+    lines = []
+    for line in code_section(text).splitlines():
+        if _FENCE_RE.match(line):
+            continue
+        lines.append(_SHELL_RE.sub(r"\1# \2", line))
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def loaded_names(code: str) -> list[str]:
+    """String literals a snippet passes as the repository of a loading call (`X.from_pretrained('a/b')`,
+    `pipeline(task, model='a/b')`, `hf_hub_download(repo_id='a/b')`...): what it asks the hub for."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        callee = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if callee not in _LOADERS:
+            continue
+        args = node.args[1:2] if callee == "pipeline" else node.args[:1]
+        args = [*args, *(k.value for k in node.keywords if k.arg in _LOADER_KEYWORDS)]
+        names += [a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class ExecVerdict:
+    """The outcome of one snippet in one mode."""
+
+    key: str
+    mode: str
+    status: str
+    error_type: str | None
+    message: str
+    seconds: float
+    model_ids: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Executor:
+    """A sandbox whose workers load models from an offline hub. Use as a context manager.
+
+    with Executor(hub_dir, api_db) as executor:
+        verdicts = executor.check({"q1": code1, "q2": code2}, mode="bound")
+    """
+
+    def __init__(self, hub_dir: str | Path, api_db: ApiDatabase, *, workers: int = 2, timeout_s: float = 60.0,
+                 memory_mb: int = 4096, evidence: dict[str, list[str]] | None = None,
+                 preload: Sequence[str] = PRELOAD) -> None:
+        self.hub = OfflineHub(hub_dir, api_db, evidence)
+        self.sandbox = Sandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, preload=preload,
+                               env=self.hub.env, max_processes=256, max_open_files=1024)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the verdicts are worth: the isolation the kernel allowed and the modules preloaded."""
+        return {"isolation": self.sandbox.isolation, "preloaded": self.sandbox.preloaded}
+
+    def check(self, codes: dict[str, str], mode: str = "bound",
+              on_hub_build: Callable[[str], None] | None = None,
+              on_result: Callable[[], None] | None = None) -> list[ExecVerdict]:
+        """Run every snippet (already extracted code) in `mode`; verdicts in the order of `codes`."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        keys = list(codes)
+        ids = {key: tuple(model_ids_in_code(codes[key], self.hub.known)) for key in keys}
+        records = self.hub.ensure([i for key in keys for i in ids[key]],
+                                  on_built=(lambda r: on_hub_build(r.model_id)) if on_hub_build else None)
+        failed = {model_id for model_id, record in records.items() if record.status != "built"}
+        prepared = [bind(codes[key]) if mode == "bound" else codes[key] for key in keys]
+        results = self.sandbox.run_many(prepared, on_result=on_result)
+        verdicts = []
+        for key, result in zip(keys, results, strict=True):
+            status, message = result.status, result.message
+            gaps = [i for i in ids[key] if i in failed]
+            if not result.ok and gaps and status in ("unknown_model_id", "runtime_error", "unknown_attribute"):
+                status = "hub_gap"
+                message = f"offline hub could not build {', '.join(gaps)}: " \
+                          f"{records[gaps[0]].error[:200]} | {message}"
+            elif any(pattern in message for pattern in _ENVIRONMENT_GAPS):
+                status = "hub_gap" if "on the Hub" in message else "unsupported_library"
+            elif status == "unknown_model_id" and ids[key] and \
+                    not [n for n in loaded_names(codes[key]) if n not in self.hub.known]:
+                # Every repository the code names exists here: a file of a tiny repo is missing, not the repo.
+                status = "hub_gap"
+                message = f"a file is missing from the offline hub's tiny repo | {message}"
+            verdicts.append(ExecVerdict(key, mode, status, result.error_type, message[:2000],
+                                        round(result.seconds, 3), ids[key]))
+        return verdicts
+
+
+def summarize(verdicts: Sequence[ExecVerdict], domains: dict[str, str] | None = None) -> dict[str, Any]:
+    """Rates over all snippets (the headline: gaps count as failures) and over supported ones, failure
+    counts per class, and the rate per domain."""
+    n = len(verdicts)
+    ok = sum(v.ok for v in verdicts)
+    gaps = sum(v.status in GAP_STATUSES for v in verdicts)
+    failures = Counter(v.status for v in verdicts if not v.ok)
+    per_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for verdict in verdicts:
+        domain = (domains or {}).get(verdict.key, "unknown")
+        per_domain[domain][0] += verdict.ok
+        per_domain[domain][1] += 1
+    return {
+        "n": n,
+        "ok": ok,
+        "executability": ok / n if n else 0.0,
+        "supported": n - gaps,
+        "executability_supported": ok / (n - gaps) if n - gaps else 0.0,
+        "failures": {status: failures[status] for status in EXEC_STATUSES if failures[status]},
+        "per_domain": {domain: {"n": total, "executability": good / total}
+                       for domain, (good, total) in sorted(per_domain.items())},
+        "seconds_median": sorted(v.seconds for v in verdicts)[n // 2] if n else 0.0,
+    }
