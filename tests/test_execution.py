@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apirl.data.apidb import load_api_database
-from apirl.evaluate.execution import ExecVerdict, Executor, loaded_names, runnable_code, summarize
+from apirl.evaluate.execution import Executor, ExecVerdict, loaded_names, runnable_code, summarize
 from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
 from apirl.evaluate.offline_hub import (
     OfflineHub,
