@@ -257,16 +257,18 @@ def _isolate_namespaces(sandbox_dir: str, use_namespaces: bool) -> dict[str, boo
             got["network_namespace"] = True
             got["pid_namespace"] = bool(flags & _CLONE_NEWPID)
             if flags & _CLONE_NEWNS:
-                got["readonly_fs"] = (_mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+                # A private, writable /dev/shm (multiprocessing's locks, used by some pipelines, need one): the
+                # snippet's sibling directory `<sandbox>-shm`, not a tmpfs (owned by an unmapped uid: EOVERFLOW).
+                shm = sandbox_dir + "-shm"
+                private = _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+                with_shm = private and os.path.isdir(shm) and os.path.isdir("/dev/shm") and \
+                    _mount(shm, "/dev/shm", None, _MS_BIND)
+                got["readonly_fs"] = (private
                                       and _mount(sandbox_dir, sandbox_dir, None, _MS_BIND | _MS_REC)
                                       and _set_readonly("/", True, recursive=True)
                                       and _set_readonly(sandbox_dir, False, recursive=True))
-                if got["readonly_fs"] and os.path.isdir("/dev/shm"):
-                    # A private, writable /dev/shm inside the sandbox: multiprocessing's locks (used by some
-                    # pipelines) need one. (A tmpfs would be owned by an unmapped uid: EOVERFLOW on create.)
-                    shm = os.path.join(sandbox_dir, ".shm")
-                    os.makedirs(shm, exist_ok=True)
-                    _mount(shm, "/dev/shm", None, _MS_BIND)
+                if got["readonly_fs"] and with_shm:
+                    _set_readonly("/dev/shm", False, recursive=False)
             break
     return got
 
@@ -427,6 +429,7 @@ def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) 
     """Run one snippet from the worker and build the ExecResult fields."""
     token = secrets.token_hex(16)
     sandbox_dir = tempfile.mkdtemp(prefix="snippet-", dir=workdir)
+    os.mkdir(sandbox_dir + "-shm", 0o700)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
@@ -475,6 +478,7 @@ def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) 
     for fd in (*buffers, pidfd):
         os.close(fd)
     shutil.rmtree(sandbox_dir, ignore_errors=True)
+    shutil.rmtree(sandbox_dir + "-shm", ignore_errors=True)
     fields: dict[str, Any] = {"stdout_tail": buffers[out_r].text(), "stderr_tail": buffers[err_r].text(),
                               "seconds": round(seconds, 4)}
     report = _last_report(buffers[res_r].text(), token)
