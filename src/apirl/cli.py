@@ -124,14 +124,16 @@ def eval_responses_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Score one responses file: AST accuracy / hallucination / error (both modes), ROUGE, CodeBLEU."""
+    from apirl.data.dataset import load_gorilla
     from apirl.evaluate.run import evaluate_file
 
     cfg = _config(config, _with_eval_options(set_, split, mode))
-    summary, rows = evaluate_file(file, cfg)
+    data = load_gorilla(cfg.data)
+    summary, rows = evaluate_file(file, cfg, data)
     if execute:
         from apirl.evaluate.exec_run import check_responses
 
-        runs = check_responses(file, cfg, modes=("bound", "strict"))
+        runs = check_responses(file, cfg, data, modes=("bound", "strict"))
         summary["executability"] = runs["bound"][0]["executability"]
         summary["executability_strict"] = runs["strict"][0]["executability"]
         summary["exec_failures"] = runs["bound"][0]["failures"]
@@ -146,6 +148,9 @@ def eval_responses_cmd(
 
     print(results_table([(file.name, summary)]))
     print(f"\n{summary['n']} responses, split {cfg.eval.split}, {summary['seconds']} s")
+    if execute:
+        print(f"executability: {100 * summary['executability']:.1f}% bound, "
+              f"{100 * summary['executability_strict']:.1f}% strict; bound failures {summary['exec_failures']}")
     if summary["missing_responses"]:
         console.print(f"[yellow]{summary['missing_responses']} questions of the split had no response "
                       "(scored as empty)[/]")

@@ -123,7 +123,7 @@ def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str 
     each kind is rejected (a mutant that still runs is a harness blind spot)."""
     data = data or load_gorilla(config.data)
     mode = mode or config.execution.mode
-    codes, domains = gold_codes(config, data)
+    codes, _domains = gold_codes(config, data)
     known = known_model_ids(data.api_db)
     started = time.perf_counter()
     with open_executor(config, data) as executor:
@@ -151,5 +151,4 @@ def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str 
     summary = {"split": config.eval.split, "mode": mode, "gold_n": len(gold), "gold_ok": sum(v.ok for v in gold),
                "mutants_n": len(verdicts), "per_kind": per_kind, **info,
                "seconds": round(time.perf_counter() - started, 1)}
-    del domains
     return summary, verdicts

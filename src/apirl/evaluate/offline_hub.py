@@ -539,10 +539,6 @@ def build_transformers(plan: CheckpointPlan, directory: Path) -> None:
     save_preprocessors(plan.model_type, directory, tokenizer)
 
 
-def build_sentence_transformers(plan: CheckpointPlan, directory: Path) -> None:
-    build_transformers(plan, directory)  # sentence-transformers wraps a plain checkpoint with mean pooling
-
-
 def build_diffusers(plan: CheckpointPlan, directory: Path) -> None:
     """Tiny diffusers repos: DDPM (UNet2DModel + scheduler), Stable Diffusion (UNet, VAE, CLIP text encoder,
     tokenizer, scheduler, no safety checker) and ControlNet, the shapes diffusers' own tests use."""
@@ -602,7 +598,8 @@ def build_files(plan: CheckpointPlan, directory: Path) -> None:
 
 
 BUILDERS: dict[str, Callable[[CheckpointPlan, Path], None]] = {
-    "transformers": build_transformers, "sentence-transformers": build_sentence_transformers,
+    # sentence-transformers wraps a plain transformers checkpoint with mean pooling: the same builder.
+    "transformers": build_transformers, "sentence-transformers": build_transformers,
     "diffusers": build_diffusers, "files": build_files}
 
 
@@ -627,11 +624,10 @@ class OfflineHub:
 
     def __init__(self, root: str | Path, api_db: ApiDatabase, evidence: dict[str, list[str]] | None = None) -> None:
         self.root = Path(root)
-        self.api_db = api_db
         self.known = known_model_ids(api_db)
         self.evidence = evidence or {}
-        self.rows = {}
-        for row in api_db.rows:
+        self.rows: dict[str, ApiRow] = {}
+        for row in api_db.rows:  # the first row of an id, as the AST matcher picks it
             if row.model_id:
                 self.rows.setdefault(row.model_id, row)
 
