@@ -39,6 +39,8 @@ EXEC_STATUSES = (*STATUSES, "hub_gap")
 # Imported once per worker, so each forked snippet starts with them loaded (seconds saved per snippet).
 PRELOAD = ("torch", "numpy", "PIL.Image", "requests", "pandas", "sklearn", "soundfile", "transformers",
            "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.evaluate.binding")
+# Run in each worker after the preloads: keywords that libraries silently drop become TypeErrors.
+SETUP = ("apirl.evaluate.kwarg_audit:install",)
 
 _LOADERS = ("from_pretrained", "pipeline", "SentenceTransformer", "CrossEncoder", "hf_hub_download",
             "snapshot_download", "load_dataset", "from_hparams", "load_from_hub")
@@ -114,6 +116,7 @@ class Executor:
                  preload: Sequence[str] = PRELOAD) -> None:
         self.hub = OfflineHub(hub_dir, api_db, evidence)
         self.sandbox = Sandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, preload=preload,
+                               setup=SETUP,
                                env=self.hub.env, max_processes=256, max_open_files=1024)
 
     def __enter__(self) -> Executor:

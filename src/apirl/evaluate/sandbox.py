@@ -560,6 +560,9 @@ def _worker_main() -> None:
             loaded.append(name)
         except Exception:  # a missing or broken optional library is skipped, not fatal
             pass
+    for target in cfg.get("setup", ()):  # "module:function", run once here so every forked child inherits it
+        module_name, _, function_name = target.partition(":")
+        getattr(importlib.import_module(module_name), function_name)()
     cgroup = None
     workdir = cfg["workdir"]
     if os.getuid() == 0 and (root := _pids_cgroup_root()) is not None:
@@ -682,7 +685,8 @@ class Sandbox:
     def __init__(self, workers: int = 2, timeout_s: float = 10.0, *, memory_mb: int = 2048,
                  cpu_s: float | None = None, max_processes: int = 64, max_open_files: int = 256,
                  max_file_mb: int = 64, output_kb: int = 64, preload: Iterable[str] = (),
-                 env: Mapping[str, str] | None = None, unsupported: Collection[str] = DEFAULT_UNSUPPORTED,
+                 setup: Iterable[str] = (), env: Mapping[str, str] | None = None,
+                 unsupported: Collection[str] = DEFAULT_UNSUPPORTED,
                  namespaces: bool = True, start_timeout_s: float = 300.0) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -691,6 +695,7 @@ class Sandbox:
             "cpu_s": int(cpu_s if cpu_s is not None else max(1, timeout_s)) + 1,
             "max_processes": int(max_processes), "max_open_files": int(max_open_files),
             "max_file_mb": int(max_file_mb), "output_kb": int(output_kb), "preload": list(preload),
+            "setup": list(setup),
             "unsupported": frozenset(unsupported), "namespaces": bool(namespaces),
             "start_timeout_s": float(start_timeout_s)}
         self.worker_env = {**scrub_env(os.environ), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
