@@ -279,5 +279,59 @@ def _with_eval_options(overrides: list[str] | None, split: str | None, mode: str
     return out
 
 
+@app.command("generate")
+@friendly_errors
+def generate_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Responses JSONL to write (Gorilla's format).")],
+    model: Annotated[str | None, typer.Option(help="smollm2-135m, tiny-random, hf:<id-or-path>, or a directory "
+                                                   "(an SFT/RL output).")] = None,
+    split: Annotated[str | None, typer.Option(help="train, val or test.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples (0: all).")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Generate a model's responses to a split; resumes an interrupted run of the same settings."""
+    from apirl.models.generate_run import generate_split
+
+    overrides = list(set_ or [])
+    if model is not None:
+        overrides.append(f"model.name={json.dumps(model)}")
+    if split is not None:
+        overrides.append(f"generate.split={json.dumps(split)}")
+    if limit is not None:
+        overrides.append(f"generate.limit={limit}")
+    summary = generate_split(_config(config, overrides), out, console=err_console)
+    if as_json:
+        _print_json(summary)
+    else:
+        console.print(f"wrote {summary['n']} responses to {out} ({summary['new_tokens']} new tokens, "
+                      f"{summary['tokens_per_s']} tok/s); score it with: apirl eval responses {out}")
+
+
+@app.command("sft")
+@friendly_errors
+def sft_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last "
+                                                          "checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; "
+                                                        "discards checkpoints.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Supervised fine-tuning (M_SFT) on the train split; the model lands in runs/<name>/sft/model."""
+    from apirl.train.sft import run_sft
+
+    cfg = _config(config, set_)
+    result = run_sft(cfg, resume=resume, force=force)
+    summary_path = result.stage_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    if as_json:
+        _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
+    else:
+        state = "up to date, skipped" if result.skipped else "trained"
+        console.print(f"M_SFT {state}: {result.stage_dir / 'model'} (steps {summary.get('steps')}, "
+                      f"loss {summary.get('first_loss')} -> {summary.get('last_loss')}, "
+                      f"val loss {summary.get('eval_loss')})")
+
+
 if __name__ == "__main__":
     app()

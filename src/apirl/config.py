@@ -20,6 +20,8 @@ from apirl.config_base import StrictModel
 from apirl.data.config import DataConfig
 from apirl.errors import InputError
 from apirl.evaluate.config import EvalConfig, ExecConfig
+from apirl.models.config import GenerateConfig, ModelConfig
+from apirl.train.config import SftConfig
 
 
 class RunConfig(StrictModel):
@@ -31,6 +33,9 @@ class RunConfig(StrictModel):
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     execution: ExecConfig = ExecConfig()
+    model: ModelConfig = ModelConfig()
+    generate: GenerateConfig = GenerateConfig()
+    sft: SftConfig = SftConfig()
 
     @property
     def run_dir(self) -> Path:

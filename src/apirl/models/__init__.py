@@ -1,0 +1,1 @@
+"""Policy models: loading by spec (`load`) and batched generation in the Gorilla answer format (`generation`)."""

@@ -1,0 +1,139 @@
+"""Prompts and batched generation in Gorilla's answer format.
+
+Prompt styles: `plain` is the training format (`###Instruction: ...\\n###Output:`), optionally preceded by solved
+examples (few-shot); `chat` puts the request in the tokenizer's chat template after a system message that
+describes the tagged answer (zero-shot for an instruct model). Generation is batched with left padding and
+the KV cache, greedy or sampled, and stops at EOS or when the model starts another example.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from apirl.data.dataset import PROVENANCE_SYNTH, Example
+from apirl.data.prompts import PROMPT_INPUT, PROMPT_INSTRUCTION, PROMPT_OUTPUT
+from apirl.errors import InputError
+from apirl.models.config import GenerateConfig
+
+# A completion ends where the model begins a new example: these never occur inside an answer.
+STOP_STRINGS = (PROMPT_INSTRUCTION, PROMPT_INPUT, PROMPT_OUTPUT)
+
+CHAT_SYSTEM_PROMPT = """\
+You write Python code that uses a Hugging Face model to do what the user asks. Answer in exactly this format, \
+one tag per section:
+<<<domain>>>: the task's domain, e.g. Natural Language Processing Text Classification
+<<<api_call>>>: the call that loads the model, e.g. pipeline('sentiment-analysis', model='org/model-name')
+<<<api_provider>>>: the library, e.g. Hugging Face Transformers
+<<<explanation>>>: the steps, in a few sentences
+<<<code>>>: the complete Python code"""
+
+
+def request_of(prompt: str) -> str:
+    """The user's request inside a plain prompt: the instruction and input lines without the `###` cues."""
+    text = prompt.strip()
+    if text.endswith(PROMPT_OUTPUT):
+        text = text[: -len(PROMPT_OUTPUT)].rstrip()
+    return text.replace(PROMPT_INSTRUCTION, "").replace(PROMPT_INPUT, "Input:").strip()
+
+
+def pick_shots(train: Sequence[Example], count: int, seed: int) -> list[Example]:
+    """`count` solved examples for few-shot prompts, drawn from the train split only (never from the
+    evaluated split), preferring complete APIBench examples over synthesized ones."""
+    if count == 0:
+        return []
+    pool = [ex for ex in train if ex.complete and ex.provenance != PROVENANCE_SYNTH] or list(train)
+    if len(pool) < count:
+        raise InputError(f"{count} shots asked, the train split has {len(pool)} usable examples",
+                         field="generate.shots")
+    return random.Random(f"apirl-shots:{seed}").sample(pool, count)
+
+
+def build_prompt(example: Example, style: str, shots: Sequence[Example], tokenizer: Any) -> str:
+    """The text the model continues for `example`."""
+    if style == "plain":
+        return "".join(f"{shot.prompt}{shot.target}\n\n" for shot in shots) + example.prompt
+    if style == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("prompt_style = 'chat' needs a tokenizer with a chat template; this model has none",
+                             field="generate.prompt_style")
+        messages = [{"role": "system", "content": CHAT_SYSTEM_PROMPT}]
+        for shot in shots:
+            messages += [{"role": "user", "content": request_of(shot.prompt)},
+                         {"role": "assistant", "content": shot.target.strip()}]
+        messages.append({"role": "user", "content": request_of(example.prompt)})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    raise ValueError(f"unknown prompt style {style!r}")
+
+
+def cut_at_stop(text: str) -> str:
+    """The completion up to the first stop string (HF's stop criterion keeps the stop text itself)."""
+    cut = min((i for s in STOP_STRINGS if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut].rstrip()
+
+
+@dataclass
+class GenerationStats:
+    prompts: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+
+def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config: GenerateConfig, *,
+                     seed: int, add_special_tokens: bool = True,
+                     on_batch: Callable[[list[int], list[str], int], None]) -> GenerationStats:
+    """Generate a completion for every prompt; `on_batch(indices, texts, new_tokens)` after each batch.
+
+    Prompts are batched longest first so a batch holds similar lengths (less padding). Sampling is seeded per
+    batch from `seed` and the batch's position, so a rerun with the same prompts and config is identical.
+    """
+    import time
+
+    import torch
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    eos_ids = model.generation_config.eos_token_id
+    generation = GenerationConfig(
+        max_new_tokens=config.max_new_tokens, do_sample=config.do_sample,
+        temperature=config.temperature if config.do_sample else None,
+        top_p=config.top_p if config.do_sample else None, top_k=None,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids if eos_ids is not None else tokenizer.eos_token_id,
+        stop_strings=list(STOP_STRINGS))
+    stats = GenerationStats()
+    started = time.perf_counter()
+    for batch_number, start in enumerate(range(0, len(order), config.batch_size)):
+        indices = order[start:start + config.batch_size]
+        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True,
+                            add_special_tokens=add_special_tokens).to(device)
+        torch.manual_seed(seed * 100_003 + batch_number)
+        with torch.no_grad():
+            output = model.generate(**encoded, generation_config=generation, tokenizer=tokenizer)
+        new = output[:, encoded["input_ids"].shape[1]:]
+        texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True)) for row in new]
+        new_tokens = int(_generated_lengths(new, generation.eos_token_id, tokenizer.pad_token_id).sum())
+        stats.prompts += len(indices)
+        stats.new_tokens += new_tokens
+        stats.seconds = time.perf_counter() - started
+        on_batch(indices, texts, new_tokens)
+    return stats
+
+
+def _generated_lengths(new: Any, eos_ids: Any, pad_id: int | None) -> Any:
+    """Tokens generated per row, counting the first EOS and nothing after it (the rest is padding)."""
+    import torch
+
+    eos = torch.tensor(eos_ids if isinstance(eos_ids, list) else [eos_ids], device=new.device)
+    finished = torch.isin(new, eos)
+    if pad_id is not None:
+        finished |= new == pad_id
+    first = torch.where(finished.any(dim=1), finished.float().argmax(dim=1) + 1,
+                        torch.full((new.shape[0],), new.shape[1], device=new.device))
+    return first

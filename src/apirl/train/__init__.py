@@ -1,0 +1,1 @@
+"""Training stages: supervised fine-tuning (`sft`); the reward model and RL follow."""

@@ -1,0 +1,217 @@
+"""Supervised fine-tuning: M_SFT from the policy model on the data stage's train split.
+
+TRL's `SFTTrainer` on prompt/completion pairs (`prompt` = `###Instruction: ...\\n###Output:`, `completion` = the
+tagged answer + EOS), so the loss covers the answer only. Full fine-tuning or LoRA; validation loss on the val
+split; checkpoints (weights, optimizer, scheduler, RNG states) every `save_steps` under
+`runs/<name>/sft/checkpoints/`; TensorBoard logs in `runs/<name>/sft/tensorboard/`.
+
+`resume=True` continues an interrupted run from its last checkpoint and ends with the same weights an
+uninterrupted run would have (the Trainer restores the RNG states and skips the batches already seen). The final
+model (LoRA adapters merged) is saved as a plain checkpoint in `runs/<name>/sft/model/`, loadable by
+`apirl generate --set model.name=runs/<name>/sft/model`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from apirl.config import RunConfig
+from apirl.data.stage import prepare_data
+from apirl.errors import InputError
+from apirl.jsonl import iter_jsonl
+from apirl.models.load import resolve_model
+from apirl.rundir import StageResult, run_stage
+from apirl.rundir import fingerprint as stage_fingerprint
+
+STAGE = "sft"
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+LOG_HISTORY = "log_history.jsonl"
+FINGERPRINT = "apirl-fingerprint.json"
+
+
+def load_pairs(path: Path, limit: int, seed: int) -> tuple[list[dict[str, str]], int]:
+    """(prompt/completion pairs, number skipped) from a data-stage JSONL. Examples flagged incomplete (a
+    missing section, e.g. no code) are skipped: training on them teaches the model to leave sections out.
+    `limit` > 0 keeps a seeded random subset."""
+    rows, skipped = [], 0
+    for line, raw in iter_jsonl(path, what="data-stage examples"):
+        prompt, target = raw.get("prompt"), raw.get("target")
+        for field, value in (("prompt", prompt), ("target", target)):
+            if not isinstance(value, str):
+                raise InputError(f"expected a string, got {type(value).__name__}", path=path, line=line,
+                                 field=field)
+        if raw.get("complete") is False or not target.strip():
+            skipped += 1
+            continue
+        rows.append({"prompt": prompt, "completion": target})
+    if limit and limit < len(rows):
+        rows = random.Random(f"apirl-sft-subset:{seed}").sample(rows, limit)
+    return rows, skipped
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete `checkpoint-N` (one with trainer_state.json, which the Trainer writes last)."""
+    found = [p for p in checkpoints.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _precision(choice: str) -> dict[str, bool]:
+    import torch
+
+    if choice == "bf16" or (choice == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        return {"bf16": True}
+    return {}
+
+
+def _trainer_args(config: RunConfig, stage_dir: Path, has_eval: bool) -> Any:
+    from trl import SFTConfig
+
+    sft = config.sft
+    import torch
+
+    return SFTConfig(
+        output_dir=str(stage_dir / CHECKPOINTS_DIR),
+        logging_dir=str(stage_dir / "tensorboard"),
+        report_to=["tensorboard"],
+        seed=config.seed,
+        data_seed=config.seed,
+        num_train_epochs=sft.epochs,
+        max_steps=sft.max_steps,
+        per_device_train_batch_size=sft.batch_size,
+        per_device_eval_batch_size=sft.batch_size,
+        gradient_accumulation_steps=sft.gradient_accumulation_steps,
+        learning_rate=sft.learning_rate,
+        lr_scheduler_type=sft.lr_scheduler,
+        warmup_ratio=sft.warmup_ratio,
+        weight_decay=sft.weight_decay,
+        max_grad_norm=sft.max_grad_norm,
+        max_length=sft.max_length,
+        completion_only_loss=True,
+        logging_steps=sft.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=sft.eval_steps,
+        save_strategy="steps",
+        save_steps=sft.save_steps,
+        save_total_limit=sft.save_total_limit,
+        gradient_checkpointing=sft.gradient_checkpointing,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        **_precision(sft.precision),
+    )
+
+
+def _peft_config(config: RunConfig) -> Any:
+    if config.sft.method != "lora":
+        return None
+    from peft import LoraConfig
+
+    sft = config.sft
+    return LoraConfig(r=sft.lora_r, lora_alpha=sft.lora_alpha, lora_dropout=sft.lora_dropout,
+                      target_modules=sft.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
+              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and save M_SFT into `stage_dir`; returns the summary (also written as `summary.json`).
+
+    `fingerprint` (config, seed, input hashes) is kept beside the checkpoints, so a resume never continues
+    checkpoints that another config wrote. The checkpoints are deleted once the final model is saved."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    from apirl.models.load import load_tokenizer
+
+    data_dir = config.run_dir / "data"
+    train_rows, train_skipped = load_pairs(data_dir / "train.jsonl", config.sft.train_limit, config.seed)
+    val_rows, _ = load_pairs(data_dir / "val.jsonl", config.sft.val_limit, config.seed)
+    checkpoints = stage_dir / CHECKPOINTS_DIR
+    stamp = checkpoints / FINGERPRINT
+    resume_from = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    if resume_from is not None:
+        if fingerprint is not None and (not stamp.is_file() or json.loads(stamp.read_text()) != fingerprint):
+            raise InputError(f"{checkpoints} holds checkpoints of an interrupted run with a different config or "
+                             "data: pass --force to discard them", field="--force")
+        if not resume:
+            raise InputError(f"{checkpoints} holds checkpoints of an interrupted run: pass --resume to continue "
+                             "it, or --force to start over", field="--resume")
+    elif checkpoints.is_dir():
+        shutil.rmtree(checkpoints)  # leftovers without a complete checkpoint: nothing to resume from
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
+
+    source = resolve_model(config.model.name, Path(config.model.cache_dir) if config.model.cache_dir else None)
+    tokenizer = load_tokenizer(source)
+    tokenizer.padding_side = "right"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load model {config.model.name!r} ({source.location}): {exc}",
+                         field="model.name") from exc
+    trainer = SFTTrainer(
+        model=model,
+        args=_trainer_args(config, stage_dir, has_eval=bool(val_rows)),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config),
+        callbacks=list(callbacks),
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_eval = trainer.evaluate() if val_rows else {}
+
+    trained = trainer.model
+    if config.sft.method == "lora":
+        trained = trained.merge_and_unload()
+    model_dir = stage_dir / MODEL_DIR
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    trained.save_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(model_dir)
+    with (stage_dir / LOG_HISTORY).open("w", encoding="utf-8") as handle:
+        for entry in trainer.state.log_history:
+            handle.write(json.dumps(entry) + "\n")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    summary = {
+        "model": config.model.name, "method": config.sft.method, "train_examples": len(train_rows),
+        "train_skipped_incomplete": train_skipped,
+        "val_examples": len(val_rows), "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 3), "resumed_from": resume_from.name if resume_from else None,
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss, "eval_loss": final_eval.get("eval_loss"),
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(checkpoints)  # ~3x the model's size each (optimizer states); the final model is what stays
+    return summary
+
+
+def run_sft(config: RunConfig, *, resume: bool = False, force: bool = False,
+            callbacks: Sequence[Any] = ()) -> StageResult:
+    """The SFT stage: prepares the data stage if needed, then trains unless an identical run finished."""
+    data = prepare_data(config)
+    inputs = [data.stage_dir / "train.jsonl", data.stage_dir / "val.jsonl"]
+    stage_dir = config.run_dir / STAGE
+    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
+        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+
+    stage_config = {"model": config.model.model_dump(mode="json"), "sft": config.sft.model_dump(mode="json")}
+
+    def work(directory: Path) -> list[Path]:
+        train_sft(config, directory, resume=resume, callbacks=callbacks,
+                  fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
+        return [directory / "summary.json", directory / LOG_HISTORY, directory / MODEL_DIR / "model.safetensors"]
+
+    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)

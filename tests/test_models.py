@@ -1,0 +1,161 @@
+"""Policy models and generation: prompts, stop handling, model specs, and generation files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apirl.data.dataset import PROVENANCE_EVAL, PROVENANCE_SYNTH, Example
+from apirl.errors import InputError
+from apirl.models.generation import STOP_STRINGS, build_prompt, cut_at_stop, pick_shots, request_of
+from apirl.models.load import SMOLLM2, resolve_model
+
+
+def example(i: int, provenance: str = PROVENANCE_EVAL, complete: bool = True) -> Example:
+    return Example(example_id=f"ex-{i}", split="train", provenance=provenance, question_id=i,
+                   prompt=f"###Instruction: task {i}\n###Output:", target=f" <<<domain>>>: d{i}\n<<<code>>>: x={i}",
+                   domain="d", api_name="a", api_call="c()", complete=complete)
+
+
+def test_request_of_strips_the_cues() -> None:
+    assert request_of("###Instruction: Classify this.\n###Input: hello\n###Output:") == "Classify this.\nInput: hello"
+
+
+def test_cut_at_stop_keeps_the_answer_only() -> None:
+    answer = " <<<domain>>>: NLP\n<<<code>>>: print(1)"
+    assert cut_at_stop(answer + "\n\n###Instruction: next one") == answer
+    assert cut_at_stop(answer) == answer
+    assert all(stop not in cut_at_stop(answer + stop + "tail") for stop in STOP_STRINGS)
+
+
+def test_shots_come_from_complete_real_examples_and_are_seeded() -> None:
+    train = [example(i) for i in range(10)] + [example(100 + i, PROVENANCE_SYNTH) for i in range(10)]
+    train.append(example(50, complete=False))
+    shots = pick_shots(train, 3, seed=1)
+    assert shots == pick_shots(train, 3, seed=1)
+    assert shots != pick_shots(train, 3, seed=2)
+    assert all(s.provenance == PROVENANCE_EVAL and s.complete for s in shots)
+    assert pick_shots(train, 0, seed=1) == []
+    with pytest.raises(InputError, match="shots"):
+        pick_shots(train, 11, seed=1)
+
+
+def test_plain_few_shot_prompt_ends_with_the_question() -> None:
+    shots = [example(1), example(2)]
+    prompt = build_prompt(example(3), "plain", shots, tokenizer=None)
+    assert prompt.startswith(shots[0].prompt + shots[0].target + "\n\n")
+    assert prompt.endswith(example(3).prompt)
+    assert prompt.count("###Output:") == 3
+
+
+def test_chat_style_needs_a_chat_template() -> None:
+    class NoTemplate:
+        chat_template = None
+
+    with pytest.raises(InputError, match="chat template"):
+        build_prompt(example(1), "chat", [], NoTemplate())
+
+
+def test_unknown_model_specs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown model 'gpt-17'"):
+        resolve_model("gpt-17", tmp_path)
+    with pytest.raises(InputError, match="hf:"):
+        resolve_model("hf:", tmp_path)
+    assert resolve_model(str(tmp_path), tmp_path).local
+
+
+def test_loading_a_model_that_does_not_exist_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from apirl.models.load import load_model, load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = resolve_model("hf:apirl-test/no-such-model", tmp_path)
+    with pytest.raises(InputError, match="cannot load model 'hf:apirl-test/no-such-model'"):
+        load_tokenizer(source)
+    with pytest.raises(InputError, match="cannot load model"):
+        load_model(source)
+    empty = resolve_model(str(tmp_path), tmp_path)
+    with pytest.raises(InputError, match="from the local directory"):
+        load_model(empty)
+
+
+def test_generated_lengths_stop_at_the_first_eos() -> None:
+    import torch
+
+    from apirl.models.generation import _generated_lengths
+
+    new = torch.tensor([[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0]])
+    assert _generated_lengths(new, [2], pad_id=0).tolist() == [3, 5, 1]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# With the tiny random model (SmolLM2's tokenizer) and the real data: files round-trip through the evaluator.
+
+
+@pytest.fixture(scope="module")
+def smoke_config(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from apirl.config import load_config
+
+    runs = tmp_path_factory.mktemp("runs")
+    return load_config(Path(__file__).parents[1] / "configs" / "smoke.toml",
+                       [f'data.data_dir="{real_data_dir}"', f'runs_dir="{runs}"'])
+
+
+@pytest.mark.integration
+def test_generate_writes_responses_the_evaluator_scores(smoke_config, tmp_path: Path) -> None:
+    from apirl.evaluate.responses import load_responses
+    from apirl.evaluate.run import evaluate_file
+    from apirl.models.generate_run import generate_split
+
+    out = tmp_path / "responses.jsonl"
+    summary = generate_split(smoke_config, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == summary["n"] == smoke_config.generate.limit
+    assert all(isinstance(r["question_id"], int) and isinstance(r["text"], str) for r in rows)
+    assert summary["new_tokens"] > 0 and summary["resumed"] == 0
+    assert len(load_responses(out)) == len(rows)
+    result, _rows = evaluate_file(out, smoke_config)
+    assert result["n"] == 272  # the whole test split; the ids not generated count as empty answers
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+@pytest.mark.integration
+def test_generate_resumes_an_interrupted_run(smoke_config, tmp_path: Path, monkeypatch) -> None:
+    import apirl.models.generate_run as generate_run
+
+    full = tmp_path / "full.jsonl"
+    generate_run.generate_split(smoke_config, full)
+    real_batches = generate_run.generate_batches
+
+    def killed_after_first_batch(*args, on_batch, **kwargs):
+        def once(indices, texts, tokens):
+            on_batch(indices, texts, tokens)
+            raise KeyboardInterrupt
+
+        return real_batches(*args, on_batch=once, **kwargs)
+
+    out = tmp_path / "resumed.jsonl"
+    monkeypatch.setattr(generate_run, "generate_batches", killed_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generate_run.generate_split(smoke_config, out)
+    assert not out.exists() and out.with_name(out.name + ".partial").is_file()
+    monkeypatch.setattr(generate_run, "generate_batches", real_batches)
+    summary = generate_run.generate_split(smoke_config, out)
+    batch = smoke_config.generate.batch_size
+    assert summary["resumed"] == batch and summary["generated"] == smoke_config.generate.limit - batch
+    assert out.read_text() == full.read_text()  # greedy: the same answers as the uninterrupted run
+
+
+@pytest.mark.integration
+def test_shipped_smollm2_converts_with_the_right_special_tokens() -> None:
+    """The GGUF conversion must stop at <|im_end|> and add no BOS (transformers' GGUF reader gets both wrong)."""
+    from apirl.models.load import load_model, load_tokenizer
+
+    source = resolve_model(SMOLLM2)
+    tokenizer = load_tokenizer(source)
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer("###Instruction: hi").input_ids[0] != tokenizer.bos_token_id
+    model = load_model(source)
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    assert 134e6 < sum(p.numel() for p in model.parameters()) < 135e6

@@ -1,0 +1,127 @@
+"""Supervised fine-tuning on the tiny random model: the loss falls, a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apirl.errors import InputError
+from apirl.train.sft import last_checkpoint, load_pairs
+
+
+def write_examples(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_pairs_skip_incomplete_examples_and_subset_is_seeded(tmp_path: Path) -> None:
+    rows = [{"prompt": f"p{i}", "target": f" t{i}", "complete": True} for i in range(10)]
+    rows += [{"prompt": "p", "target": " ", "complete": False}, {"prompt": "p", "target": " t", "complete": False}]
+    path = write_examples(tmp_path / "train.jsonl", rows)
+    pairs, skipped = load_pairs(path, 0, seed=0)
+    assert skipped == 2 and len(pairs) == 10
+    assert pairs[0] == {"prompt": "p0", "completion": " t0"}
+    subset, _ = load_pairs(path, 4, seed=0)
+    assert subset == load_pairs(path, 4, seed=0)[0] and len(subset) == 4
+    assert subset != load_pairs(path, 4, seed=1)[0]
+
+
+def test_pairs_with_a_bad_field_name_the_file_line_and_field(tmp_path: Path) -> None:
+    path = write_examples(tmp_path / "train.jsonl", [{"prompt": "p", "target": " t"}, {"prompt": 3, "target": "t"}])
+    with pytest.raises(InputError, match=r"train.jsonl:2.*prompt"):
+        load_pairs(path, 0, seed=0)
+
+
+def test_last_checkpoint_ignores_incomplete_ones(tmp_path: Path) -> None:
+    for step, complete in ((2, True), (4, True), (6, False)):
+        directory = tmp_path / f"checkpoint-{step}"
+        directory.mkdir()
+        if complete:
+            (directory / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path).name == "checkpoint-4"
+    assert last_checkpoint(tmp_path / "missing") is None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The smoke preset (tiny random Llama, real data): seconds per run.
+
+
+class KillAtStep:
+    """A TrainerCallback that dies after `step` optimizer steps, as a kill would (no checkpoint of that step)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed at step {self.step}")
+        return None
+
+
+def smoke(real_data_dir: Path, runs: Path, name: str, *overrides: str):
+    from apirl.config import load_config
+
+    return load_config(Path(__file__).parents[1] / "configs" / "smoke.toml",
+                       [f'data.data_dir="{real_data_dir}"', f'runs_dir="{runs}"', f'name="{name}"', *overrides])
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+@pytest.mark.integration
+def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_data_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    import torch
+
+    from apirl.models.load import resolve_model
+    from apirl.train.sft import run_sft
+
+    straight = run_sft(smoke(real_data_dir, tmp_path, "straight"))
+    summary = json.loads((straight.stage_dir / "summary.json").read_text())
+    assert summary["steps"] == 6
+    assert summary["last_loss"] < summary["first_loss"]
+    assert (straight.stage_dir / "tensorboard").is_dir()
+    assert any((straight.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
+
+    config = smoke(real_data_dir, tmp_path, "killed")
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(config, callbacks=[KillAtStep(3)])
+    checkpoints = config.run_dir / "sft" / "checkpoints"
+    assert last_checkpoint(checkpoints).name == "checkpoint-2"
+    with pytest.raises(InputError, match="--resume"):
+        run_sft(config)  # never silently throw away an interrupted run
+    changed = smoke(real_data_dir, tmp_path, "killed", "sft.learning_rate=0.01")
+    with pytest.raises(InputError, match="different config"):
+        run_sft(changed, resume=True)  # nor continue it with other settings
+    resumed = run_sft(config, resume=True)
+    assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
+    assert not checkpoints.exists()  # optimizer states are dropped once the final model is saved
+
+    a, b = weights(straight.stage_dir / "model"), weights(resumed.stage_dir / "model")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    initial = weights(Path(resolve_model("tiny-random").location))
+    assert any(not torch.equal(a[k], initial[k]) for k in a if k in initial)  # training changed the weights
+
+    assert run_sft(config, resume=True).skipped  # finished and unchanged: nothing to do
+
+
+@pytest.mark.integration
+def test_smoke_lora_sft_saves_a_merged_plain_checkpoint(real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.models.load import load_model, resolve_model
+    from apirl.train.sft import run_sft
+
+    config = smoke(real_data_dir, tmp_path, "lora", 'sft.method="lora"', "sft.max_steps=2")
+    result = run_sft(config)
+    summary = json.loads((result.stage_dir / "summary.json").read_text())
+    assert summary["method"] == "lora" and summary["trainable_parameters"] < 200_000
+    model = load_model(resolve_model(str(result.stage_dir / "model")))
+    assert not any("lora" in name for name, _ in model.named_parameters())
