@@ -1,0 +1,62 @@
+"""What judges take and give: a sample, an answer to one question, and the score of a sample's answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+from apirl.data.prompts import code_section
+
+# An undecided answer counts half: it neither rewards nor punishes the sample, so a judge that abstains on a
+# question (the tools judge on "task", a missing verdict) shifts every sample's score equally instead of
+# ranking samples by what the judge could not see.
+UNKNOWN_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated response to judge: its id, the instruction it answers and the raw completion text."""
+
+    sample_id: str
+    instruction: str
+    completion: str
+
+    @cached_property
+    def code(self) -> str:
+        """The code section of the completion (`<<<code>>>`, else a fenced block, else the whole text)."""
+        return code_section(self.completion)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A judge's answer to one question: `value` None means the judge could not decide ("unknown").
+
+    `p_yes` is the probability of "yes" when the judge gives one (an LLM's token probabilities; the tools
+    judge gives 1.0/0.0 when it decides), `detail` says why (the syntax error, the undefined names...).
+    """
+
+    question: str
+    value: bool | None
+    p_yes: float | None
+    judge: str
+    detail: str = ""
+
+
+def answer_weight(answer: Answer) -> float:
+    """How much one answer adds to a score: P(yes) when known, else 1/0 from the value, else UNKNOWN_WEIGHT."""
+    if answer.p_yes is not None:
+        return answer.p_yes
+    if answer.value is not None:
+        return 1.0 if answer.value else 0.0
+    return UNKNOWN_WEIGHT
+
+
+def score(answers: Iterable[Answer]) -> float:
+    """The score S of a sample: the number of "yes" answers (0..8), with probabilities the sum of P(yes)."""
+    return sum(answer_weight(answer) for answer in answers)
+
+
+def label(score: float, threshold: float) -> bool:
+    """Whether a sample with this score counts as good (score at or above the threshold)."""
+    return score >= threshold
