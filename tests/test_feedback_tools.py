@@ -14,7 +14,7 @@ from apirl.data.apidb import ApiDatabase, ApiRow, load_api_database
 from apirl.evaluate.execution import ExecVerdict
 from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
 from apirl.evaluate.offline_hub import known_model_ids
-from apirl.feedback.questions import QUESTIONS, question
+from apirl.feedback.questions import QUESTIONS, Question, question
 from apirl.feedback.tools import (
     ToolsJudge,
     api_calls,
@@ -91,6 +91,21 @@ def test_answers_are_deterministic_and_single_questions_match_answer_all(judge) 
     sample = Sample("s", "x", FILL_MASK)
     assert judge.answer_all(sample) == judge.answer_all(sample)
     assert judge.answer(sample, question("arguments")) == judge.answer_all(sample)[4]
+
+
+def test_a_check_that_fails_abstains_instead_of_stopping_the_run(judge, monkeypatch) -> None:
+    import apirl.feedback.tools as tools
+
+    def broken(code: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tools, "check_imports", broken)
+    answer = judge.answer(Sample("s", "x", FILL_MASK), question("imports"))
+    assert answer.value is None and "RuntimeError: boom" in answer.detail
+    with pytest.raises(KeyError, match="no check for question 'style'"):
+        judge.answer(Sample("s", "x", FILL_MASK), Question("style", "Is it pretty?"))
+    deep = "x = " + "(" * 5000 + ")" * 5000 + "\n"
+    assert _answers(judge, deep)["syntax"] is False
 
 
 def test_the_code_is_the_runnable_code_of_the_completion(judge) -> None:

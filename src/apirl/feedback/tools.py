@@ -114,8 +114,8 @@ def _parse(code: str) -> ast.Module | SyntaxError:
         return ast.parse(code)
     except SyntaxError as exc:
         return exc
-    except ValueError as exc:  # null bytes: a ValueError on 3.11
-        return SyntaxError(str(exc))
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes (3.11), absurdly deep nesting
+        return SyntaxError(f"{type(exc).__name__}: {exc}")
 
 
 @cache
@@ -235,7 +235,7 @@ def _stored_names(tree: ast.AST) -> Iterator[str]:
 
 
 def _imported(tree: ast.AST) -> dict[str, str]:
-    """Local names bound by exactly one import and nothing else, with what they stand for
+    """Local names bound by imports of one thing and nothing else, with what they stand for
     (`from transformers import pipeline` -> {'pipeline': 'transformers.pipeline'})."""
     targets: dict[str, list[str]] = {}
     for node in ast.walk(tree):
@@ -248,7 +248,7 @@ def _imported(tree: ast.AST) -> dict[str, str]:
                 if alias.name != "*":
                     targets.setdefault(alias.asname or alias.name, []).append(f"{node.module}.{alias.name}")
     rebound = set(_stored_names(tree))
-    return {name: values[0] for name, values in targets.items() if len(values) == 1 and name not in rebound}
+    return {name: values[0] for name, values in targets.items() if len(set(values)) == 1 and name not in rebound}
 
 
 def _string_variables(tree: ast.AST) -> dict[str, str]:
@@ -920,6 +920,9 @@ def check_logic(verdict: ExecVerdict | None) -> Decision:
 # The judge.
 
 
+_CHECKED = frozenset(q.key for q in QUESTIONS)
+
+
 class ToolsJudge:
     """Answers the questions program analysis can decide (see the module docstring); deterministic, no LLM."""
 
@@ -931,9 +934,14 @@ class ToolsJudge:
 
     def answer(self, sample: Sample, question: Question) -> Answer:
         """The answer to one question; the harness's verdict fills an abstention where it decides."""
+        if question.key not in _CHECKED:
+            raise KeyError(f"the tools judge has no check for question {question.key!r}")
         code = runnable_code(sample.completion)
         verdict = self.exec_verdicts.get(sample.sample_id)
-        decision = self._decide(question.key, code, verdict)
+        try:
+            decision = self._decide(question.key, code, verdict)
+        except Exception as exc:  # a snippet nobody foresaw costs this answer only, never the judging run
+            decision = Decision(None, f"the {question.key} check failed: {type(exc).__name__}: {exc}"[:500])
         fill = _FILL_BY_STATUS.get(question.key, {})
         if decision.value is None and verdict is not None and verdict.status in fill:
             decision = Decision(fill[verdict.status], f"executability ({verdict.mode}): {verdict.status}; "
@@ -959,7 +967,7 @@ class ToolsJudge:
                 return check_complete(code)
             case "logic":
                 return check_logic(verdict)
-        raise KeyError(f"the tools judge has no check for question {key!r}")
+        raise AssertionError(key)  # answer() admits only the keys in _CHECKED
 
     def answer_all(self, sample: Sample) -> list[Answer]:
         """The answers to all eight questions, in QUESTIONS order."""
