@@ -23,7 +23,10 @@ eval_app = typer.Typer(help="Score responses files (AST match, ROUGE, CodeBLEU).
 exec_app = typer.Typer(help="Executability: run code in the sandbox against the offline hub.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+feedback_app = typer.Typer(help="AI feedback: sample from the policy, judge, label, pair; calibrate the judges.",
+                            invoke_without_command=True)
 app.add_typer(exec_app, name="exec")
+app.add_typer(feedback_app, name="feedback")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -331,6 +334,65 @@ def sft_cmd(
         console.print(f"M_SFT {state}: {result.stage_dir / 'model'} (steps {summary.get('steps')}, "
                       f"loss {summary.get('first_loss')} -> {summary.get('last_loss')}, "
                       f"val loss {summary.get('eval_loss')})")
+
+
+@feedback_app.callback()
+@friendly_errors
+def feedback_cmd(
+    ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo even if an identical run finished (samples and "
+                                                        "cached judgments are still reused).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample K completions per train prompt from the policy (M_SFT by default), judge every one, and write
+    runs/<name>/feedback/{samples,feedback,pairs}.jsonl and summary.json; a killed run resumes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from apirl.feedback.run import SUMMARY, run_feedback
+
+    cfg = _config(config, set_)
+    result = run_feedback(cfg, force=force, console=err_console)
+    summary_path = result.stage_dir / SUMMARY
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    if as_json:
+        _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
+        return
+    state = "up to date, skipped" if result.skipped else "done"
+    cost = summary.get("seconds_per_1000_judgments")
+    console.print(f"feedback {state}: {result.stage_dir} ({summary.get('samples')} samples judged by "
+                  f"{summary.get('judge')}, label rate {summary.get('label_rate')}, "
+                  f"mean S {summary.get('mean_score')}, "
+                  f"{summary.get('pairs')} pairs; {summary.get('judgments_made')} judgments made, "
+                  f"{summary.get('cache_hits')} cached" + (f", {cost} s per 1000" if cost is not None else "") + ")")
+
+
+@feedback_app.command("calibrate")
+@friendly_errors
+def feedback_calibrate_cmd(
+    judge: Annotated[str | None, typer.Option(help="tools, local, openai or hybrid.")] = None,
+    grounding: Annotated[bool | None, typer.Option("--grounding/--no-grounding", help="Give LLM judges the API "
+                                                                                      "database row.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split (0: all).")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """AUC of a judge on the val split: gold answers (good) against their mutants (bad), per question and
+    mutant kind; writes runs/<name>/feedback/calibration-<judge>[-grounded].json."""
+    from apirl.feedback.calibrate import calibrate, calibration_path, print_calibration
+
+    overrides = list(set_ or [])
+    if judge is not None:
+        overrides.append(f"feedback.judge={json.dumps(judge)}")
+    if grounding is not None:
+        overrides.append(f"feedback.grounding={str(grounding).lower()}")
+    if limit is not None:
+        overrides.append(f"feedback.calibrate_limit={limit}")
+    cfg = _config(config, overrides)
+    report = calibrate(cfg, console=err_console)
+    if as_json:
+        _print_json(report)
+        return
+    print_calibration(report, console)
+    console.print(f"wrote {calibration_path(cfg)}")
 
 
 if __name__ == "__main__":

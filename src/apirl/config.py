@@ -20,6 +20,7 @@ from apirl.config_base import StrictModel
 from apirl.data.config import DataConfig
 from apirl.errors import InputError
 from apirl.evaluate.config import EvalConfig, ExecConfig
+from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.train.config import SftConfig
 
@@ -36,6 +37,7 @@ class RunConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     generate: GenerateConfig = GenerateConfig()
     sft: SftConfig = SftConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @property
     def run_dir(self) -> Path:

@@ -1,0 +1,249 @@
+"""The four judges of a feedback run behind the judgment cache: tools, local, openai and hybrid.
+
+Every judge answers the same way: `judge(samples)` gives one answer per configured question for each sample,
+in QUESTIONS order. Each (judge, model, question, prompt, completion) is looked up in the cache first and only
+the misses are asked; each new answer is stored the moment it arrives, so a run killed halfway (or a server
+that dies) loses nothing already judged, and the rerun asks only for the rest.
+
+The cache key is the answering judge's own ("tools" with model "", "local"/"openai" with their `cache_model`),
+not the run's judge kind: the hybrid judge's answers are the tools' and the LLM's answers, so a hybrid run
+after a tools run (or an openai run) reuses them. What a row of `feedback.jsonl` shows is the kind that
+answered in this run: "hybrid:tools" or "hybrid:openai" for the hybrid judge.
+
+`JudgeCounts` tells what a judge did: judgments made (asked), found in the cache, and the seconds spent
+making them (the cost per 1,000 judgments of the calibration table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from apirl.data.apidb import ApiDatabase
+from apirl.feedback.cache import JudgmentCache
+from apirl.feedback.config import FeedbackConfig
+from apirl.feedback.local_judge import LocalJudge
+from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL, JudgedAnswer, OpenAIJudge
+from apirl.feedback.questions import QUESTIONS, Question, question
+from apirl.feedback.tools import ToolsJudge
+from apirl.feedback.types import Answer, Sample
+
+TOOLS = "tools"
+# The local judge is given this many items per call (several of its batches, so that its sorting by length
+# still saves padding): a kill loses at most one call's forward passes, never a stored answer.
+_LOCAL_CHUNK_BATCHES = 4
+
+
+@dataclass
+class JudgeCounts:
+    """What a judge did: judgments asked of it, judgments found in the cache, seconds spent asking."""
+
+    made: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: JudgeCounts) -> JudgeCounts:
+        return JudgeCounts(self.made + other.made, self.cached + other.cached, self.seconds + other.seconds)
+
+
+class Judge(Protocol):
+    """A judge of one kind behind the cache (see the module docstring)."""
+
+    name: str
+    model: str  # the LLM's cache model ("" for the tools alone)
+
+    @property
+    def counts(self) -> JudgeCounts: ...
+
+    def judge(self, samples: Sequence[Sample]) -> list[list[Answer]]: ...
+
+
+def questions_of(config: FeedbackConfig) -> tuple[Question, ...]:
+    """The configured questions in QUESTIONS order (the order of every answer list)."""
+    keys = set(config.questions)
+    return tuple(q for q in QUESTIONS if q.key in keys)
+
+
+def judge_label(config: FeedbackConfig) -> str:
+    """A judge setting as a short name for reports and file names: tools, local, openai, hybrid-local,
+    hybrid-openai, with "-grounded" when an LLM judge reads the API database (the tools judge ignores it)."""
+    label = f"hybrid-{config.hybrid_llm}" if config.judge == "hybrid" else config.judge
+    return label + ("-grounded" if config.grounding and config.judge != TOOLS else "")
+
+
+class CachedTools:
+    """The tools judge with every answer cached (cheap, but cached too so all judges behave alike)."""
+
+    name = TOOLS
+    model = ""
+
+    def __init__(self, tools: ToolsJudge, cache: JudgmentCache, questions: Sequence[Question]) -> None:
+        self.tools = tools
+        self.cache = cache
+        self.questions = tuple(questions)
+        self.counts = JudgeCounts()
+
+    def judge(self, samples: Sequence[Sample]) -> list[list[Answer]]:
+        keys = [q.key for q in self.questions]
+        out = []
+        for sample in samples:
+            found = self.cache.get_many(TOOLS, "", keys, sample.instruction, sample.completion)
+            answers = []
+            for q in self.questions:
+                answer = found.get(q.key)
+                if answer is None:
+                    started = time.perf_counter()
+                    answer = self.tools.answer(sample, q)
+                    self.counts.seconds += time.perf_counter() - started
+                    self.cache.put(answer, "", sample.instruction, sample.completion)
+                    self.counts.made += 1
+                else:
+                    self.counts.cached += 1
+                answers.append(answer)
+            out.append(answers)
+        return out
+
+
+class CachedLLM:
+    """An LLM judge (in-process or behind an OpenAI-compatible server) with every answer cached."""
+
+    def __init__(self, llm: LocalJudge | OpenAIJudge, cache: JudgmentCache, questions: Sequence[Question]) -> None:
+        self.llm = llm
+        self.name: str = llm.name
+        self.model: str = llm.cache_model
+        self.cache = cache
+        self.questions = tuple(questions)
+        self.counts = JudgeCounts()
+
+    def judge(self, samples: Sequence[Sample]) -> list[list[Answer]]:
+        answers = self.answer_items([(sample, q) for sample in samples for q in self.questions])
+        n = len(self.questions)
+        return [answers[i * n:(i + 1) * n] for i in range(len(samples))]
+
+    def answer_items(self, items: Sequence[tuple[Sample, Question]]) -> list[Answer]:
+        """The answers to these (sample, question) pairs, in their order: cached ones read, the rest asked."""
+        model = self.model
+        out: list[Answer | None] = [None] * len(items)
+        by_text: dict[tuple[str, str], list[int]] = {}
+        for index, (sample, _q) in enumerate(items):
+            by_text.setdefault((sample.instruction, sample.completion), []).append(index)
+        for (instruction, completion), indices in by_text.items():
+            found = self.cache.get_many(self.name, model, [items[i][1].key for i in indices], instruction, completion)
+            for index in indices:
+                out[index] = found.get(items[index][1].key)
+        misses = [index for index, answer in enumerate(out) if answer is None]
+        self.counts.cached += len(items) - len(misses)
+
+        def store(index: int, answer: Answer, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+            sample = items[index][0]
+            self.cache.put(answer, model, sample.instruction, sample.completion, prompt_tokens=prompt_tokens,
+                           completion_tokens=completion_tokens)
+            out[index] = answer
+            self.counts.made += 1
+
+        started = time.perf_counter()
+        try:
+            if isinstance(self.llm, OpenAIJudge):
+                asyncio.run(ask_openai(self.llm, [items[i] for i in misses],
+                                       lambda j, judged: store(misses[j], judged.answer, judged.prompt_tokens,
+                                                               judged.completion_tokens)))
+            else:
+                chunk = self.llm.batch_size * _LOCAL_CHUNK_BATCHES
+                for start in range(0, len(misses), chunk):
+                    part = misses[start:start + chunk]
+                    for index, answer in zip(part, self.llm.answer_many([items[i] for i in part]), strict=True):
+                        store(index, answer)
+        finally:
+            self.counts.seconds += time.perf_counter() - started
+        answers = [answer for answer in out if answer is not None]
+        assert len(answers) == len(items)  # every miss was asked, or the asking raised
+        return answers
+
+
+async def ask_openai(judge: OpenAIJudge, items: Sequence[tuple[Sample, Question]],
+                     on_answer: Callable[[int, JudgedAnswer], None]) -> None:
+    """`judge.answer_many`, but each answer is handed to `on_answer(position, answer)` as soon as it arrives
+    (answer_many returns all or nothing: a server dying at 90% would lose the 90% answered). Raises what
+    answer_many raises, after cancelling the requests still running."""
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=judge.base_url, api_key=judge.api_key, timeout=judge.timeout_s,
+                           max_retries=0) as client:
+        semaphore = asyncio.Semaphore(judge.concurrency)
+
+        async def one(position: int, sample: Sample, q: Question) -> None:
+            async with semaphore:
+                judged = await judge._answer(client, sample, q)  # the retrying single request of answer_many
+            on_answer(position, judged)
+
+        tasks = [asyncio.create_task(one(position, sample, q)) for position, (sample, q) in enumerate(items)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+
+class HybridJudge:
+    """The tools answer what they can decide; the LLM answers the questions where they abstain."""
+
+    name = "hybrid"
+
+    def __init__(self, tools: CachedTools, llm: CachedLLM) -> None:
+        self.tools = tools
+        self.llm = llm
+        self.model = llm.model
+
+    @property
+    def counts(self) -> JudgeCounts:
+        return self.tools.counts + self.llm.counts
+
+    def judge(self, samples: Sequence[Sample]) -> list[list[Answer]]:
+        decided = self.tools.judge(samples)
+        asked = [(sample, question(answer.question)) for sample, answers in zip(samples, decided, strict=True)
+                 for answer in answers if answer.value is None]
+        from_llm = iter(self.llm.answer_items(asked))
+        out = []
+        for answers in decided:
+            row = []
+            for answer in answers:
+                if answer.value is None:
+                    llm_answer = next(from_llm)
+                    row.append(replace(llm_answer, judge=f"hybrid:{llm_answer.judge}",
+                                       detail=f"{llm_answer.detail}; tools abstained: {answer.detail}"[:500]))
+                else:
+                    row.append(replace(answer, judge=f"hybrid:{answer.judge}"))
+            out.append(row)
+        return out
+
+
+def _llm(config: FeedbackConfig, kind: str, api_db: ApiDatabase, device: str | None) -> LocalJudge | OpenAIJudge:
+    if kind == "local":
+        return LocalJudge(config.local_model, grounding=config.grounding, api_db=api_db,
+                          batch_size=config.local_batch_size, device=device)
+    environ = dict(os.environ)
+    if config.openai_base_url:
+        environ[ENV_BASE_URL] = config.openai_base_url
+    if config.openai_model:
+        environ[ENV_MODEL] = config.openai_model
+    return OpenAIJudge.from_env(environ, concurrency=config.concurrency, timeout_s=config.openai_timeout_s,
+                                max_retries=config.openai_max_retries, grounding=config.grounding, api_db=api_db)
+
+
+def make_judge(config: FeedbackConfig, api_db: ApiDatabase, cache: JudgmentCache, *,
+               device: str | None = None) -> Judge:
+    """The judge `config.judge` names, answering `config.questions` through `cache`. `device` places the local
+    LLM (None: cuda when available)."""
+    questions = questions_of(config)
+    if config.judge == TOOLS:
+        return CachedTools(ToolsJudge(api_db), cache, questions)
+    if config.judge in ("local", "openai"):
+        return CachedLLM(_llm(config, config.judge, api_db, device), cache, questions)
+    return HybridJudge(CachedTools(ToolsJudge(api_db), cache, questions),
+                       CachedLLM(_llm(config, config.hybrid_llm, api_db, device), cache, questions))

@@ -1,0 +1,317 @@
+"""`apirl feedback`: sample K completions per train prompt from the policy, judge them, label them, pair them.
+
+The stage writes into `runs/<name>/feedback/`:
+
+- `samples.jsonl`: one row per completion (sample_id = "<example_id>:<k>", example_id, k, prompt, completion).
+  Resumable like `apirl generate`: finished batches are appended to `samples.jsonl.partial` under the
+  sampling fingerprint (policy and its weights' hash, sampling settings, seed, prompts); a rerun generates
+  only what is missing. The finished file is reused by later runs with the same fingerprint, so changing the
+  judge re-judges the same samples instead of drawing new ones.
+- `judgments.sqlite`: the judgment cache (see `cache.py`); a killed run resumes without judging anything twice.
+- `feedback.jsonl`: per sample its answers (question, value, p_yes, judge, detail), its score S (the sum of
+  answer weights, see `types.score`) and its label (S at or above `threshold`).
+- `pairs.jsonl`: per prompt, the highest- and the lowest-scored completion (prompt, chosen, rejected,
+  chosen_score, rejected_score, example_id: what TRL's DPO and reward trainers read); prompts whose
+  completions all score the same are dropped (a tie teaches no preference).
+- `summary.json`: counts, label rate, mean S, pairs, cache stats (calls, tokens), judging seconds per 1,000
+  judgments.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from apirl.config import RunConfig
+from apirl.data.stage import prepare_data
+from apirl.errors import InputError
+from apirl.feedback.cache import JudgmentCache
+from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of
+from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
+from apirl.feedback.types import Answer, Sample, label, score
+from apirl.jsonl import iter_jsonl
+from apirl.models.config import GenerateConfig
+from apirl.models.generation import generate_batches, request_of
+from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_model
+from apirl.rundir import StageResult, file_sha256, run_stage, write_jsonl
+
+STAGE = "feedback"
+SAMPLES = "samples.jsonl"
+FEEDBACK = "feedback.jsonl"
+PAIRS = "pairs.jsonl"
+SUMMARY = "summary.json"
+CACHE = "judgments.sqlite"
+# Samples per judge call: the step of the progress bar, and of an LLM server's request queue.
+JUDGE_CHUNK = 32
+_CALIBRATE_FIELDS = {"calibrate_split", "calibrate_limit"}
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+def policy_source(config: RunConfig) -> ModelSource:
+    """The policy to sample from: `feedback.policy`, else M_SFT in `runs/<name>/sft/model`."""
+    spec = config.feedback.policy
+    if not spec:
+        model_dir = config.run_dir / "sft" / "model"
+        if not model_dir.is_dir():
+            raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a policy with "
+                             "--set feedback.policy=<model spec>", field="feedback.policy")
+        spec = str(model_dir)
+    return resolve_model(spec, Path(config.model.cache_dir) if config.model.cache_dir else None)
+
+
+def _weights(source: ModelSource) -> Path | None:
+    path = Path(source.location) / "model.safetensors"
+    return path if source.local and path.is_file() else None
+
+
+def load_prompts(path: Path, limit: int, seed: int) -> list[dict[str, str]]:
+    """The train prompts ({example_id, prompt}) of a data-stage file, in file order; `limit` > 0 keeps a
+    seeded random subset (still in file order)."""
+    rows = []
+    for line, raw in iter_jsonl(path, what="data-stage examples"):
+        for field in ("example_id", "prompt"):
+            if not isinstance(raw.get(field), str):
+                raise InputError(f"expected a string, got {type(raw.get(field)).__name__}", path=path, line=line,
+                                 field=field)
+        rows.append({"example_id": raw["example_id"], "prompt": raw["prompt"]})
+    if limit and limit < len(rows):
+        keep = set(random.Random(f"apirl-feedback-subset:{seed}").sample(range(len(rows)), limit))
+        rows = [row for index, row in enumerate(rows) if index in keep]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sampling.
+
+
+def _sampling_fingerprint(config: RunConfig, source: ModelSource, prompts: list[dict[str, str]]) -> dict[str, Any]:
+    fb = config.feedback
+    weights = _weights(source)
+    digest = hashlib.sha256("\x00".join(f"{p['example_id']}\x01{p['prompt']}" for p in prompts).encode())
+    return {"policy": source.spec, "policy_sha256": file_sha256(weights) if weights else None,
+            "dtype": config.model.dtype, "seed": config.seed,
+            "sampling": {"samples_per_prompt": fb.samples_per_prompt, "temperature": fb.temperature,
+                         "top_p": fb.top_p, "max_new_tokens": fb.max_new_tokens, "batch_size": fb.batch_size},
+            "prompts_sha256": digest.hexdigest()}
+
+
+def _read_matching(rows_path: Path, meta_path: Path, fingerprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rows of a samples file (complete or partial) written under this fingerprint, by sample id; {} when
+    the fingerprint differs. A last line cut short by a kill is dropped (it is generated again)."""
+    if not (rows_path.is_file() and meta_path.is_file()):
+        return {}
+    try:
+        if json.loads(meta_path.read_text(encoding="utf-8")) != fingerprint:
+            return {}
+    except json.JSONDecodeError:
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
+    with rows_path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            rows[row["sample_id"]] = row
+    return rows
+
+
+def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dict[str, str]], stage_dir: Path,
+                       console: Console) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the sample rows in prompt-then-k order, generation stats): reuses a finished `samples.jsonl` of the
+    same fingerprint, resumes a partial one, generates the rest."""
+    fb = config.feedback
+    out, meta = stage_dir / SAMPLES, stage_dir / "samples.meta.json"
+    partial, partial_meta = stage_dir / (SAMPLES + ".partial"), stage_dir / (SAMPLES + ".partial.meta.json")
+    fingerprint = _sampling_fingerprint(config, source, prompts)
+    wanted = [(prompt, k) for prompt in prompts for k in range(fb.samples_per_prompt)]
+    done = _read_matching(out, meta, fingerprint)
+    if len(done) != len(wanted):
+        done = _read_matching(partial, partial_meta, fingerprint)
+    if not done:
+        partial.unlink(missing_ok=True)
+    todo = [(prompt, k) for prompt, k in wanted if f"{prompt['example_id']}:{k}" not in done]
+    stats: dict[str, Any] = {"generated": len(todo), "resumed": len(wanted) - len(todo), "new_tokens": 0,
+                             "generate_seconds": 0.0}
+    if todo:
+        partial_meta.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
+        tokenizer = load_tokenizer(source)
+        model = load_model(source, config.model.dtype, config.model.device or None)
+        generate = GenerateConfig(split="train", batch_size=fb.batch_size, max_new_tokens=fb.max_new_tokens,
+                                  do_sample=True, temperature=fb.temperature, top_p=fb.top_p, prompt_style="plain")
+        with _progress(console) as progress, partial.open("a", encoding="utf-8") as sink:
+            task = progress.add_task(f"sample {source.spec}", total=len(wanted), completed=len(done))
+
+            def on_batch(indices: list[int], texts: list[str], new_tokens: int) -> None:
+                for index, text in zip(indices, texts, strict=True):
+                    prompt, k = todo[index]
+                    row = {"sample_id": f"{prompt['example_id']}:{k}", "example_id": prompt["example_id"], "k": k,
+                           "prompt": prompt["prompt"], "completion": text}
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    done[row["sample_id"]] = row
+                sink.flush()
+                progress.update(task, advance=len(indices))
+
+            generated = generate_batches(model, tokenizer, [prompt["prompt"] for prompt, _k in todo], generate,
+                                         seed=config.seed, on_batch=on_batch)
+        stats.update(new_tokens=generated.new_tokens, generate_seconds=round(generated.seconds, 1),
+                     tokens_per_s=round(generated.tokens_per_s, 1))
+        del model
+        gc.collect()  # the judge may load an LLM next
+    rows = [done[f"{prompt['example_id']}:{k}"] for prompt, k in wanted]
+    if todo or not out.is_file():
+        write_jsonl(out, rows)
+        meta.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
+    partial_meta.unlink(missing_ok=True)
+    return rows, stats
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Judging, labels and pairs.
+
+
+def judge_samples(judge: Judge, samples: Sequence[Sample], console: Console, what: str = "judge") -> list[list[Answer]]:
+    """Every sample's answers, JUDGE_CHUNK samples per judge call, with a progress bar."""
+    answers: list[list[Answer]] = []
+    with _progress(console) as progress:
+        task = progress.add_task(f"{what} ({judge.name})", total=len(samples))
+        for start in range(0, len(samples), JUDGE_CHUNK):
+            chunk = samples[start:start + JUDGE_CHUNK]
+            answers += judge.judge(chunk)
+            progress.update(task, advance=len(chunk))
+    return answers
+
+
+def feedback_row(sample: dict[str, Any], answers: Sequence[Answer], threshold: float) -> dict[str, Any]:
+    """One line of feedback.jsonl: the sample, its answers, its score S and its label."""
+    s = score(answers)
+    return {"sample_id": sample["sample_id"], "example_id": sample["example_id"], "k": sample["k"],
+            "prompt": sample["prompt"], "completion": sample["completion"],
+            "answers": [asdict(answer) for answer in answers], "score": round(s, 6), "label": label(s, threshold)}
+
+
+def make_pairs(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """(pairs, prompts dropped for a tie): per example, its highest- and lowest-scored completion (the first
+    such in k order) when their scores differ. Rows are feedback rows (example_id, prompt, completion, score)."""
+    by_example: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_example.setdefault(row["example_id"], []).append(row)
+    pairs, ties = [], 0
+    for example_id, group in by_example.items():
+        best = max(group, key=lambda r: r["score"])  # max/min keep the first of equals
+        worst = min(group, key=lambda r: r["score"])
+        if math.isclose(best["score"], worst["score"], rel_tol=0.0, abs_tol=1e-9):
+            ties += 1
+            continue
+        pairs.append({"example_id": example_id, "prompt": best["prompt"], "chosen": best["completion"],
+                      "rejected": worst["completion"], "chosen_score": best["score"],
+                      "rejected_score": worst["score"], "chosen_id": best["sample_id"],
+                      "rejected_id": worst["sample_id"]})
+    return pairs, ties
+
+
+def per_1000(seconds: float, judgments: int) -> float | None:
+    """Seconds per 1,000 judgments made (None when none was made: everything came from the cache)."""
+    return round(1000 * seconds / judgments, 3) if judgments else None
+
+
+def answer_stats(answers: Sequence[Sequence[Answer]]) -> dict[str, Any]:
+    """How often each question was left unknown, and which judge gave how many answers."""
+    unknown: Counter[str] = Counter()
+    asked: Counter[str] = Counter()
+    by_judge: Counter[str] = Counter()
+    for row in answers:
+        for answer in row:
+            asked[answer.question] += 1
+            unknown[answer.question] += answer.value is None
+            by_judge[answer.judge] += 1
+    return {"unknown_rate": {key: round(unknown[key] / asked[key], 4) for key in asked},
+            "answered_by": dict(sorted(by_judge.items()))}
+
+
+def _judge_settings(config: RunConfig) -> dict[str, Any]:
+    """What decides the answers besides the config: the OpenAI-compatible server and model taken from the
+    environment when the config leaves them empty (another model must not count as up to date)."""
+    fb = config.feedback
+    if "openai" not in (fb.judge, fb.hybrid_llm if fb.judge == "hybrid" else ""):
+        return {}
+    return {"openai_base_url": fb.openai_base_url or os.environ.get(ENV_BASE_URL, ""),
+            "openai_model": fb.openai_model or os.environ.get(ENV_MODEL, "")}
+
+
+def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict[str, Any]:
+    """Sample, judge and write the stage's files; returns the summary (also `summary.json`)."""
+    from apirl.data.apidb import load_api_database
+    from apirl.data.paths import resolve_data_dir
+
+    fb = config.feedback
+    started = time.perf_counter()
+    source = policy_source(config)
+    prompts = load_prompts(config.run_dir / "data" / "train.jsonl", fb.prompts_limit, config.seed)
+    sample_rows, generation = sample_completions(config, source, prompts, stage_dir, console)
+    samples = [Sample(row["sample_id"], request_of(row["prompt"]), row["completion"]) for row in sample_rows]
+
+    api_db = load_api_database(resolve_data_dir(config.data.data_dir).api_db)
+    with JudgmentCache(stage_dir / CACHE) as cache:
+        judge = make_judge(fb, api_db, cache, device=config.model.device or None)
+        answers = judge_samples(judge, samples, console)
+        cache_stats = cache.stats()
+    rows = [feedback_row(row, row_answers, fb.threshold) for row, row_answers in zip(sample_rows, answers, strict=True)]
+    pairs, ties = make_pairs(rows)
+    write_jsonl(stage_dir / FEEDBACK, rows)
+    write_jsonl(stage_dir / PAIRS, pairs)
+
+    counts = judge.counts
+    summary = {
+        "policy": source.spec, "judge": judge_label(fb), "judge_model": judge.model,
+        "questions": [q.key for q in questions_of(fb)], "threshold": fb.threshold,
+        "prompts": len(prompts), "samples_per_prompt": fb.samples_per_prompt, "samples": len(rows),
+        "samples_generated": generation["generated"], "samples_resumed": generation["resumed"],
+        "new_tokens": generation["new_tokens"], "generate_seconds": generation["generate_seconds"],
+        "judgments": sum(len(row) for row in answers), "judgments_made": counts.made, "cache_hits": counts.cached,
+        "judge_seconds": round(counts.seconds, 3), "seconds_per_1000_judgments": per_1000(counts.seconds, counts.made),
+        "label_rate": round(sum(row["label"] for row in rows) / len(rows), 4) if rows else None,
+        "mean_score": round(sum(row["score"] for row in rows) / len(rows), 4) if rows else None,
+        "pairs": len(pairs), "prompts_tied": ties,
+        **answer_stats(answers),
+        "cache": cache_stats, "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    (stage_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def run_feedback(config: RunConfig, *, force: bool = False, console: Console | None = None) -> StageResult:
+    """The feedback stage: prepares the data stage if needed, then samples and judges unless an identical run
+    finished (`force` redoes it; the samples and the cached judgments are reused all the same)."""
+    console = console or Console(stderr=True)
+    data = prepare_data(config)
+    source = policy_source(config)
+    weights = _weights(source)
+    inputs = [data.stage_dir / "train.jsonl", *([weights] if weights else [])]
+    stage_config = {"feedback": config.feedback.model_dump(mode="json", exclude=_CALIBRATE_FIELDS),
+                    "policy": source.spec, "dtype": config.model.dtype, **_judge_settings(config)}
+
+    def work(directory: Path) -> list[Path]:
+        write_feedback(config, directory, console)
+        return [directory / name for name in (SAMPLES, FEEDBACK, PAIRS, SUMMARY)]
+
+    return run_stage(config.run_dir / STAGE, config=stage_config, seed=config.seed, inputs=inputs, work=work,
+                     force=force)
