@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -336,6 +337,17 @@ def sft_cmd(
                       f"val loss {summary.get('eval_loss')})")
 
 
+@contextmanager
+def _judge_errors() -> Iterator[None]:
+    """A judge server that is down or refuses requests: one line (what to check) instead of a traceback."""
+    from apirl.feedback.openai_judge import JudgeRequestError, JudgeUnavailable
+
+    try:
+        yield
+    except (JudgeUnavailable, JudgeRequestError) as exc:
+        raise InputError(f"{exc} The answers judged so far are cached: the same command resumes.") from exc
+
+
 @feedback_app.callback()
 @friendly_errors
 def feedback_cmd(
@@ -351,7 +363,8 @@ def feedback_cmd(
     from apirl.feedback.run import SUMMARY, run_feedback
 
     cfg = _config(config, set_)
-    result = run_feedback(cfg, force=force, console=err_console)
+    with _judge_errors():
+        result = run_feedback(cfg, force=force, console=err_console)
     summary_path = result.stage_dir / SUMMARY
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     if as_json:
@@ -387,7 +400,8 @@ def feedback_calibrate_cmd(
     if limit is not None:
         overrides.append(f"feedback.calibrate_limit={limit}")
     cfg = _config(config, overrides)
-    report = calibrate(cfg, console=err_console)
+    with _judge_errors():
+        report = calibrate(cfg, console=err_console)
     if as_json:
         _print_json(report)
         return

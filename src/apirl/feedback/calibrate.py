@@ -144,6 +144,7 @@ def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, An
         "questions": [q.key for q in questions_of(fb)], "mutant_seed": config.execution.mutant_seed,
         **calibration_report(kinds, answers),
         "judgments": sum(len(row) for row in answers), "judgments_made": counts.made, "cache_hits": counts.cached,
+        "judge_tokens": counts.tokens,
         "judge_seconds": round(counts.seconds, 3), "seconds_per_1000_judgments": per_1000(counts.seconds, counts.made),
         "wall_seconds": round(time.perf_counter() - started, 1), "cache": cache_stats,
     }

@@ -40,14 +40,17 @@ _LOCAL_CHUNK_BATCHES = 4
 
 @dataclass
 class JudgeCounts:
-    """What a judge did: judgments asked of it, judgments found in the cache, seconds spent asking."""
+    """What a judge did: judgments asked of it, judgments found in the cache, seconds spent asking, and the
+    tokens the asked ones used (prompt + completion, as an OpenAI-compatible server reports them)."""
 
     made: int = 0
     cached: int = 0
     seconds: float = 0.0
+    tokens: int = 0
 
     def __add__(self, other: JudgeCounts) -> JudgeCounts:
-        return JudgeCounts(self.made + other.made, self.cached + other.cached, self.seconds + other.seconds)
+        return JudgeCounts(self.made + other.made, self.cached + other.cached, self.seconds + other.seconds,
+                           self.tokens + other.tokens)
 
 
 class Judge(Protocol):
@@ -144,6 +147,7 @@ class CachedLLM:
                            completion_tokens=completion_tokens)
             out[index] = answer
             self.counts.made += 1
+            self.counts.tokens += prompt_tokens + completion_tokens
 
         started = time.perf_counter()
         try:

@@ -13,8 +13,9 @@ The stage writes into `runs/<name>/feedback/`:
 - `pairs.jsonl`: per prompt, the highest- and the lowest-scored completion (prompt, chosen, rejected,
   chosen_score, rejected_score, example_id: what TRL's DPO and reward trainers read); prompts whose
   completions all score the same are dropped (a tie teaches no preference).
-- `summary.json`: counts, label rate, mean S, pairs, cache stats (calls, tokens), judging seconds per 1,000
-  judgments.
+- `summary.json`: counts, label rate, mean S, pairs, what the judging cost this run (judgments made and read
+  from the cache, tokens, seconds per 1,000 judgments made) and the cache file's totals (`cache`: calls and
+  tokens per judge, calibration runs included).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dic
     fingerprint = _sampling_fingerprint(config, source, prompts)
     wanted = [(prompt, k) for prompt in prompts for k in range(fb.samples_per_prompt)]
     done = _read_matching(out, meta, fingerprint)
-    if len(done) != len(wanted):
+    finished = len(done) == len(wanted)
+    if not finished:
         done = _read_matching(partial, partial_meta, fingerprint)
     if not done:
         partial.unlink(missing_ok=True)
@@ -176,7 +178,7 @@ def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dic
         del model
         gc.collect()  # the judge may load an LLM next
     rows = [done[f"{prompt['example_id']}:{k}"] for prompt, k in wanted]
-    if todo or not out.is_file():
+    if not finished:
         write_jsonl(out, rows)
         meta.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     partial.unlink(missing_ok=True)
@@ -287,6 +289,7 @@ def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict
         "samples_generated": generation["generated"], "samples_resumed": generation["resumed"],
         "new_tokens": generation["new_tokens"], "generate_seconds": generation["generate_seconds"],
         "judgments": sum(len(row) for row in answers), "judgments_made": counts.made, "cache_hits": counts.cached,
+        "judge_tokens": counts.tokens,
         "judge_seconds": round(counts.seconds, 3), "seconds_per_1000_judgments": per_1000(counts.seconds, counts.made),
         "label_rate": round(sum(row["label"] for row in rows) / len(rows), 4) if rows else None,
         "mean_score": round(sum(row["score"] for row in rows) / len(rows), 4) if rows else None,
