@@ -96,6 +96,9 @@ def test_pairs_take_the_highest_and_lowest_and_drop_ties() -> None:
 def test_config_rejects_unknown_questions_and_labels_judges() -> None:
     with pytest.raises(ValueError, match="unknown question 'styel'"):
         FeedbackConfig(questions=["syntax", "styel"])
+    with pytest.raises(ValueError, match="above the highest score"):
+        FeedbackConfig(questions=["syntax", "task"])  # threshold 6 of 2 questions
+    assert FeedbackConfig(questions=["syntax", "task"], threshold=1.5).threshold == 1.5
     assert judge_label(FeedbackConfig(judge="tools", grounding=True)) == "tools"
     assert judge_label(FeedbackConfig(judge="hybrid", hybrid_llm="openai", grounding=True)) == "hybrid-openai-grounded"
     assert judge_label(FeedbackConfig(judge="local")) == "local"
@@ -205,7 +208,7 @@ def test_tools_judge_second_run_makes_no_judgment(api_db: ApiDatabase, tmp_path:
         again = make_judge(config, api_db, cache)
         assert again.judge(samples) == first
         assert (again.counts.made, again.counts.cached) == (0, 16)
-        subset = make_judge(FeedbackConfig(judge="tools", questions=["task", "syntax"]), api_db, cache)
+        subset = make_judge(FeedbackConfig(judge="tools", questions=["task", "syntax"], threshold=2), api_db, cache)
         assert [[a.question for a in row] for row in subset.judge(samples)] == [["syntax", "task"]] * 2
 
 
@@ -367,7 +370,8 @@ def test_hybrid_asks_the_llm_only_where_the_tools_abstain(api_db: ApiDatabase, s
 
 def test_local_judge_is_cached_too(api_db: ApiDatabase, tmp_path: Path) -> None:
     samples = make_samples(2)
-    config = FeedbackConfig(judge="local", local_model="tiny-random", questions=["task", "logic"])
+    config = FeedbackConfig(judge="local", local_model="tiny-random", questions=["task", "logic"],
+                            threshold=2)
     with JudgmentCache(tmp_path / "j.sqlite") as cache:
         judge = make_judge(config, api_db, cache, device="cpu")
         first = judge.judge(samples)

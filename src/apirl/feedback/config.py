@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from apirl.config_base import StrictModel
 from apirl.feedback.questions import QUESTIONS, question
@@ -60,3 +60,11 @@ class FeedbackConfig(StrictModel):
         if len(set(keys)) != len(keys):
             raise ValueError("a question is listed twice")
         return keys
+
+    @model_validator(mode="after")
+    def _reachable_threshold(self) -> FeedbackConfig:
+        # S is at most the number of questions: a higher threshold would label every sample bad.
+        if self.threshold > len(self.questions):
+            raise ValueError(f"threshold {self.threshold} is above the highest score, {len(self.questions)} "
+                             f"(one per question)")
+        return self

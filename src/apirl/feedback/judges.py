@@ -149,6 +149,8 @@ class CachedLLM:
             self.counts.made += 1
             self.counts.tokens += prompt_tokens + completion_tokens
 
+        if not misses:
+            return [answer for answer in out if answer is not None]
         started = time.perf_counter()
         try:
             if isinstance(self.llm, OpenAIJudge):

@@ -204,10 +204,10 @@ def judge_samples(judge: Judge, samples: Sequence[Sample], console: Console, wha
 
 def feedback_row(sample: dict[str, Any], answers: Sequence[Answer], threshold: float) -> dict[str, Any]:
     """One line of feedback.jsonl: the sample, its answers, its score S and its label."""
-    s = score(answers)
+    s = round(score(answers), 6)  # the label agrees with the score as written
     return {"sample_id": sample["sample_id"], "example_id": sample["example_id"], "k": sample["k"],
             "prompt": sample["prompt"], "completion": sample["completion"],
-            "answers": [asdict(answer) for answer in answers], "score": round(s, 6), "label": label(s, threshold)}
+            "answers": [asdict(answer) for answer in answers], "score": s, "label": label(s, threshold)}
 
 
 def make_pairs(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -253,7 +253,7 @@ def _judge_settings(config: RunConfig) -> dict[str, Any]:
     """What decides the answers besides the config: the OpenAI-compatible server and model taken from the
     environment when the config leaves them empty (another model must not count as up to date)."""
     fb = config.feedback
-    if "openai" not in (fb.judge, fb.hybrid_llm if fb.judge == "hybrid" else ""):
+    if not (fb.judge == "openai" or (fb.judge == "hybrid" and fb.hybrid_llm == "openai")):
         return {}
     return {"openai_base_url": fb.openai_base_url or os.environ.get(ENV_BASE_URL, ""),
             "openai_model": fb.openai_model or os.environ.get(ENV_MODEL, "")}
