@@ -330,6 +330,16 @@ def test_a_server_that_answers_429_then_recovers(api_db: ApiDatabase, server: Fa
     assert all(a.value is True for row in answers for a in row)
 
 
+def test_identical_completions_are_judged_once(api_db: ApiDatabase, server: FakeJudgeServer, tmp_path: Path) -> None:
+    first, second = make_samples(2)
+    twin = Sample("twin", first.instruction, first.completion)
+    with JudgmentCache(tmp_path / "j.sqlite") as cache:
+        judge = make_judge(openai_config(server), api_db, cache)
+        answers = judge.judge([first, second, twin])
+    assert answers[0] == answers[2] and server.requests == 16
+    assert (judge.counts.made, judge.counts.cached) == (16, 8)
+
+
 def test_unparseable_answers_are_unknown_and_cached_never_a_crash(api_db: ApiDatabase, server: FakeJudgeServer,
                                                                    tmp_path: Path) -> None:
     server.reply = lambda key: "Well, it depends." if key == "task" else "No"

@@ -10,8 +10,9 @@ not the run's judge kind: the hybrid judge's answers are the tools' and the LLM'
 after a tools run (or an openai run) reuses them. What a row of `feedback.jsonl` shows is the kind that
 answered in this run: "hybrid:tools" or "hybrid:openai" for the hybrid judge.
 
-`JudgeCounts` tells what a judge did: judgments made (asked), found in the cache, and the seconds spent
-making them (the cost per 1,000 judgments of the calibration table).
+`JudgeCounts` tells what a judge did: judgments made (asked), found in the cache (or repeated in the same
+batch: identical completions are judged once), the seconds spent making them (the cost per 1,000 judgments
+of the calibration table) and the tokens they used.
 """
 
 from __future__ import annotations
@@ -138,14 +139,22 @@ class CachedLLM:
             found = self.cache.get_many(self.name, model, [items[i][1].key for i in indices], instruction, completion)
             for index in indices:
                 out[index] = found.get(items[index][1].key)
-        misses = [index for index, answer in enumerate(out) if answer is None]
+        # Sampled completions repeat (a fine-tuned model often gives the same answer twice): each distinct
+        # (prompt, completion, question) is asked once and its answer copied to the repeats.
+        repeats: dict[tuple[str, str, str], list[int]] = {}
+        for index, answer in enumerate(out):
+            if answer is None:
+                sample, q = items[index]
+                repeats.setdefault((sample.instruction, sample.completion, q.key), []).append(index)
+        misses = [indices[0] for indices in repeats.values()]
         self.counts.cached += len(items) - len(misses)
 
         def store(index: int, answer: Answer, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-            sample = items[index][0]
+            sample, q = items[index]
             self.cache.put(answer, model, sample.instruction, sample.completion, prompt_tokens=prompt_tokens,
                            completion_tokens=completion_tokens)
-            out[index] = answer
+            for same in repeats[(sample.instruction, sample.completion, q.key)]:
+                out[same] = answer
             self.counts.made += 1
             self.counts.tokens += prompt_tokens + completion_tokens
 
