@@ -67,9 +67,14 @@ def test_unknown_model_specs_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_loading_a_model_that_does_not_exist_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
     from apirl.models.load import load_model, load_tokenizer
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Both libraries read HF_HUB_OFFLINE once at import: patch their flags, or the lookup waits on the network.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", True)
     source = resolve_model("hf:apirl-test/no-such-model", tmp_path)
     with pytest.raises(InputError, match="cannot load model 'hf:apirl-test/no-such-model'"):
         load_tokenizer(source)
