@@ -8,13 +8,20 @@ import pytest
 import torch
 
 from apirl.train.ppo_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    explained_variance,
     gae,
     kl_penalty,
     last_token_index,
+    logprobs_from_logits,
     masked_mean,
     masked_var,
     masked_whiten,
+    policy_loss,
     token_rewards,
+    value_loss,
 )
 
 NAN, INF = math.nan, math.inf
@@ -256,3 +263,162 @@ def test_gae_outputs_are_detached_and_inputs_untouched() -> None:
 def test_gae_rejects_bad_discounts() -> None:
     with pytest.raises(ValueError, match="gamma and lam"):
         gae(t([[0.0]]), t([[0.0]]), t([[1]]), gamma=1.1, lam=0.9)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Policy loss
+
+
+def test_policy_loss_at_ratio_1_is_minus_mean_advantage() -> None:
+    logp = t([[-1.0, -2.0, -3.0], [-0.5, -0.1, -0.2]])
+    adv = t([[1.0, -2.0, 7.0], [0.5, 3.0, 0.5]])
+    mask = t([[1, 1, 0], [1, 1, 1]])
+    loss, stats = policy_loss(logp, logp.clone(), adv, mask, clip_eps=0.2)
+    close(loss, -0.6)  # -(1 - 2 + 0.5 + 3 + 0.5) / 5; the 7 on padding is ignored
+    close(stats["clip_fraction"], 0.0)
+    close(stats["approx_kl"], 0.0)
+    close(stats["ratio_mean"], 1.0)
+
+
+def test_policy_loss_clipping_by_hand_with_gradients() -> None:
+    # log-ratios: ratio 1.5 with A = +2 (clipped), 0.5 with A = -1 (clipped), 1.5 with A = -1 (not clipped: the
+    # unclipped term is the larger), 1.1 with A = +1 (inside the range); then a padding token with a huge log-ratio
+    log_ratio = [math.log(1.5), math.log(0.5), math.log(1.5), math.log(1.1), 1000.0]  # exp(1000) = inf
+    old = t([[-1.0, -2.0, -1.5, -0.7, -50.0]])
+    logp = (old + t([log_ratio])).requires_grad_()
+    adv = t([[2.0, -1.0, -1.0, 1.0, NAN]])
+    mask = t([[1, 1, 1, 1, 0]])
+    loss, stats = policy_loss(logp, old, adv, mask, clip_eps=0.2)
+    # per token max(-A r, -A clip(r)): max(-3.0, -2.4) = -2.4; max(0.5, 0.8) = 0.8; max(1.5, 1.2) = 1.5;
+    # max(-1.1, -1.1) = -1.1; mean over 4 = (-2.4 + 0.8 + 1.5 - 1.1) / 4 = -0.3
+    close(loss, -0.3)
+    close(stats["clip_fraction"], 0.5)  # tokens 0 and 1
+    # 0.5 * mean(log_ratio^2) = 0.5 * (0.164402 + 0.480453 + 0.164402 + 0.009084) / 4 = 0.102293
+    close(stats["approx_kl"], 0.5 * sum(x**2 for x in log_ratio[:4]) / 4)
+    close(stats["ratio_mean"], (1.5 + 0.5 + 1.5 + 1.1) / 4)  # 1.15
+    loss.backward()
+    # d/dlogp (-A r) = -A r: clipped tokens 0; token 2: 1.5 / 4 = 0.375; token 3: -1.1 / 4 = -0.275; padding 0
+    close(logp.grad, [[0.0, 0.0, 0.375, -0.275, 0.0]])
+
+
+def test_policy_loss_does_not_differentiate_constants() -> None:
+    logp = t([[-1.0]]).requires_grad_()
+    old = t([[-1.2]]).requires_grad_()
+    adv = t([[1.0]]).requires_grad_()
+    loss, stats = policy_loss(logp, old, adv, t([[1]]), clip_eps=0.5)
+    loss.backward()
+    assert old.grad is None and adv.grad is None and logp.grad is not None
+    assert not any(v.requires_grad for v in stats.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Value loss
+
+
+def test_value_loss_clipping_by_hand_with_gradients() -> None:
+    old = t([[0.0, 0.0, 0.0, 1.0, 0.0]])
+    values = t([[0.5, 0.1, 0.5, 0.5, INF]]).requires_grad_()
+    returns = t([[1.0, 1.0, 0.0, 0.0, NAN]])
+    mask = t([[1, 1, 1, 1, 0]])
+    loss, stats = value_loss(values, old, returns, mask, clip_range=0.2)
+    # token 0: v clipped to 0.2: max((0.5-1)^2, (0.2-1)^2) = max(0.25, 0.64) = 0.64 (clipped)
+    # token 1: inside the range: (0.1-1)^2 = 0.81 both
+    # token 2: v clipped to 0.2: max((0.5-0)^2, (0.2-0)^2) = max(0.25, 0.04) = 0.25
+    # token 3: v clipped to 0.8: max((0.5-0)^2, (0.8-0)^2) = max(0.25, 0.64) = 0.64 (clipped)
+    # loss = 0.5 * (0.64 + 0.81 + 0.25 + 0.64) / 4 = 0.5 * 0.585 = 0.2925
+    close(loss, 0.2925)
+    close(stats["clip_fraction"], 0.5)
+    # explained variance of R = (1, 1, 0, 0) by v = (0.5, 0.1, 0.5, 0.5): residual R - v = (0.5, 0.9, -0.5, -0.5),
+    # mean 0.1, var (0.16 + 0.64 + 0.36 + 0.36) / 4 = 0.38; var R = 0.25; 1 - 0.38 / 0.25 = -0.52
+    close(stats["explained_variance"], -0.52)
+    loss.backward()
+    # d/dv 0.5 (v - R)^2 / 4 = (v - R) / 4 where unclipped: token 1: -0.9 / 4 = -0.225; token 2: 0.5 / 4 = 0.125
+    close(values.grad, [[0.0, -0.225, 0.125, 0.0, 0.0]])
+
+
+def test_explained_variance_perfect_mean_and_constant() -> None:
+    mask = t([[1, 1, 1, 0]])
+    returns = t([[1.0, 2.0, 3.0, 9.0]])
+    close(explained_variance(returns, returns, mask), 1.0)
+    close(explained_variance(t([[2.0, 2.0, 2.0, 0.0]]), returns, mask), 0.0)  # the mean explains nothing
+    assert math.isnan(explained_variance(returns, t([[1.0, 1.0, 1.0, 5.0]]), mask).item())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logits
+
+
+def test_entropy_of_uniform_is_log_v() -> None:
+    logits = torch.full((2, 3, 7), 3.7, dtype=torch.float64)
+    logits[1, 2] = t([50.0, 0, 0, 0, 0, 0, 0])  # padding: nearly deterministic, must not count
+    close(entropy_from_logits(logits, t([[1, 1, 1], [1, 1, 0]])), math.log(7))  # 1.945910
+
+
+def test_entropy_by_hand_with_large_and_banned_logits() -> None:
+    # logits (0, ln 3, -inf, -inf) -> p = (0.25, 0.75, 0, 0): H = 0.25 ln 4 + 0.75 ln(4/3) = 0.346574 + 0.215762
+    two = [0.0, math.log(3), -INF, -INF]
+    shifted = [1000.0, 1000.0 + math.log(3), -INF, -INF]  # same distribution, huge logits
+    logits = t([[two, shifted, [0.0, 0.0, 0.0, 0.0], [NAN, NAN, NAN, NAN]]]).requires_grad_()
+    h_two = 0.25 * math.log(4) + 0.75 * math.log(4 / 3)  # 0.562335
+    entropy = entropy_from_logits(logits, t([[1, 1, 1, 0]]))
+    close(entropy, (h_two + h_two + math.log(4)) / 3)  # (0.562335 * 2 + 1.386294) / 3 = 0.836988
+    entropy.backward()
+    assert bool(torch.isfinite(logits.grad).all())
+
+
+def test_logprobs_from_logits_against_a_hand_softmax() -> None:
+    logits = t([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])
+    tokens = torch.tensor([[2, 1]])
+    # softmax(1, 2, 3)[2] = e^3 / (e + e^2 + e^3) = 20.085537 / 30.192881 -> log = -0.407606; uniform: -ln 3
+    expected = [[math.log(math.exp(3) / (math.exp(1) + math.exp(2) + math.exp(3))), -math.log(3)]]
+    close(logprobs_from_logits(logits, tokens), expected)
+    assert expected[0][0] == pytest.approx(-0.407606, abs=1e-6)
+
+
+def test_logprobs_from_logits_upcasts_half_precision() -> None:
+    logits = torch.tensor([[[1.0, 2.0, 3.0]]], dtype=torch.bfloat16)
+    out = logprobs_from_logits(logits, torch.tensor([[0]]))
+    assert out.dtype == torch.float32 and out.shape == (1, 1)
+    close(out, [[-2.407606]], tol=1e-5)  # 1 - 3.407606
+    with pytest.raises(ValueError, match="expected logits"):
+        logprobs_from_logits(logits, torch.tensor([0]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KL controllers
+
+
+def test_adaptive_kl_moves_up_and_down_with_clipping() -> None:
+    ctl = AdaptiveKLController(init_coef=0.2, target=6.0, horizon=10000)
+    ctl.update(current_kl=9.0, n_steps=256)  # 9/6 - 1 = 0.5 -> clipped 0.2; 0.2 * (1 + 0.2 * 0.0256) = 0.201024
+    assert ctl.coef == pytest.approx(0.201024, abs=1e-12)
+    ctl = AdaptiveKLController(init_coef=0.2, target=6.0, horizon=10000)
+    ctl.update(current_kl=3.0, n_steps=256)  # 3/6 - 1 = -0.5 -> clipped -0.2; 0.2 * (1 - 0.00512) = 0.198976
+    assert ctl.coef == pytest.approx(0.198976, abs=1e-12)
+    ctl = AdaptiveKLController(init_coef=0.2, target=6.0, horizon=10000)
+    ctl.update(current_kl=6.6, n_steps=256)  # 6.6/6 - 1 = 0.1, inside the clip; 0.2 * (1 + 0.1 * 0.0256) = 0.200512
+    assert ctl.coef == pytest.approx(0.200512, abs=1e-12)
+    ctl.update(current_kl=6.0, n_steps=256)  # on target: unchanged
+    assert ctl.coef == pytest.approx(0.200512, abs=1e-12)
+
+
+def test_fixed_kl_controller_never_moves() -> None:
+    ctl = FixedKLController(0.05)
+    ctl.update(current_kl=100.0, n_steps=1000)
+    assert ctl.coef == 0.05
+
+
+def test_kl_controllers_state_dict_round_trip() -> None:
+    ctl = AdaptiveKLController(init_coef=0.2, target=6.0, horizon=10000)
+    ctl.update(current_kl=9.0, n_steps=512)
+    restored = AdaptiveKLController(init_coef=1.0, target=1.0, horizon=1)
+    restored.load_state_dict(ctl.state_dict())
+    assert restored.state_dict() == ctl.state_dict()
+    ctl.update(current_kl=2.0, n_steps=64)
+    restored.update(current_kl=2.0, n_steps=64)
+    assert restored.coef == ctl.coef != 0.2
+    fixed = FixedKLController(0.0)
+    fixed.load_state_dict(FixedKLController(0.3).state_dict())
+    assert fixed.coef == 0.3
+    with pytest.raises(ValueError, match="state keys"):
+        fixed.load_state_dict({"coef": 0.1, "target": 1.0})

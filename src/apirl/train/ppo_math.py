@@ -23,6 +23,7 @@ Conventions, shared by every function:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -201,3 +202,191 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     advantages = torch.stack(columns[::-1], dim=1)
     returns = advantages + values  # both are 0 on padding
     return advantages, returns
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017), to minimise:
+
+        ratio = exp(logp - old_logp)
+        loss  = masked_mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)))
+
+    Why: the pessimistic max removes the incentive to move the ratio beyond [1 - eps, 1 + eps] in the direction the
+    advantage favours (the gradient there is 0), so several epochs on one batch of samples stay a trust region.
+
+    Stats (detached 0-dim tensors): `clip_fraction`, the share of real tokens where the clipped branch is strictly
+    larger (the token gets no gradient); `approx_kl`, masked_mean(0.5 * (logp - old_logp)^2), the k2 estimate of
+    KL(old || new); `ratio_mean`. old_logp and advantages are detached; on padding the log-ratio is set to 0 before
+    the exp, so a garbage log-prob there cannot overflow into an inf * 0 = nan gradient.
+    """
+    _check_shapes(logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
+    if not 0.0 < clip_eps < 1.0:
+        raise ValueError(f"clip_eps must be in (0, 1), got {clip_eps}")
+    advantages = _where_mask(mask, advantages.detach())
+    log_ratio = _where_mask(mask, logp - old_logp.detach())
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clip_fraction": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
+            "approx_kl": masked_mean(0.5 * log_ratio**2, mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - Var(targets - predictions) / Var(targets) over the masked entries (a detached 0-dim tensor).
+
+    Why: the value head's health in one number: 1 is perfect, 0 is no better than predicting the mean, negative
+    is worse than that. nan when the targets are constant (Var = 0) or the mask is empty.
+    """
+    _check_shapes(predictions=predictions, targets=targets, mask=mask)
+    with torch.no_grad():
+        targets = _where_mask(mask, targets.detach())
+        residual = _where_mask(mask, predictions.detach()) - targets
+        var_targets = masked_mean((targets - masked_mean(targets, mask)) ** 2, mask)
+        var_residual = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
+        return torch.where(var_targets > 0, 1.0 - var_residual / var_targets, torch.full_like(var_targets, math.nan))
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped value loss, to minimise:
+
+        v_clip = clip(v, old_v - c, old_v + c)
+        loss   = 0.5 * masked_mean(max((v - R)^2, (v_clip - R)^2))
+
+    Why: like the policy's clip, it keeps the value head from moving far from its rollout-time predictions within
+    one batch (the gradient is 0 where the clipped error is the larger one).
+
+    Stats (detached 0-dim tensors): `clip_fraction`, the share of real tokens where the clipped error is strictly
+    larger; `explained_variance` of the returns by the current predictions `values` (see `explained_variance`).
+    old_values and returns are detached.
+    """
+    _check_shapes(values=values, old_values=old_values, returns=returns, mask=mask)
+    if clip_range <= 0.0:
+        raise ValueError(f"clip_range must be > 0, got {clip_range}")
+    values = _where_mask(mask, values)
+    old_values, returns = _where_mask(mask, old_values.detach()), _where_mask(mask, returns.detach())
+    values_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    unclipped = (values - returns) ** 2
+    clipped = (values_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clip_fraction": masked_mean((clipped > unclipped).to(unclipped.dtype), mask),
+            "explained_variance": explained_variance(values, returns, mask),
+        }
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logits
+
+
+def _float_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits upcast to float32: a bf16 log-softmax is off by ~1e-2, enough to make PPO's ratio noise."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] for each position: (B, T, V) logits and (B, T) token ids -> (B, T) log-probs.
+
+    Computed as logits[token] - logsumexp(logits), which is log_softmax gathered at the token without building
+    the full (B, T, V) log-softmax. Half-precision logits are upcast to float32. The logits must be those of the
+    distribution that sampled the tokens (divided by the sampling temperature, if any), or the PPO ratio is wrong.
+    """
+    if logits.dim() != 3 or tokens.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, T, V) and tokens (B, T), got {tuple(logits.shape)} and "
+                         f"{tuple(tokens.shape)}")
+    logits = _float_logits(logits)
+    picked = torch.gather(logits, -1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the next-token distributions over real tokens (a 0-dim tensor):
+    H_t = -sum_v p_v log p_v with log p = logits - logsumexp(logits).
+
+    Why: a collapsing entropy is the first sign of a policy exploiting the reward model. Stable for any logit
+    scale (logsumexp), and a -inf logit (a banned token, p = 0) contributes 0, not 0 * -inf = nan.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
+    _check_shapes(logits_bt=logits[..., 0], mask=mask)
+    logits = _float_logits(logits)
+    logits = torch.where(mask.bool().unsqueeze(-1), logits, torch.zeros_like(logits))
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    p = torch.exp(logp)
+    logp_finite = torch.where(p > 0, logp, torch.zeros_like(logp))
+    entropy = -(p * logp_finite).sum(dim=-1)
+    return masked_mean(entropy, mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KL coefficient controllers
+
+
+class FixedKLController:
+    """A constant KL coefficient. Same interface as `AdaptiveKLController`, so the trainer need not care."""
+
+    def __init__(self, coef: float) -> None:
+        if coef < 0:
+            raise ValueError(f"KL coefficient must be >= 0, got {coef}")
+        self.coef = float(coef)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Nothing to adapt: the coefficient stays."""
+
+    def state_dict(self) -> dict[str, float]:
+        return {"coef": self.coef}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        _check_keys(state, {"coef"})
+        self.coef = float(state["coef"])
+
+
+class AdaptiveKLController:
+    """The adaptive KL coefficient of Ziegler et al. 2019 (sec. 2.2), a proportional controller:
+
+        e = clip(current_kl / target - 1, -0.2, 0.2)
+        coef <- coef * (1 + e * n_steps / horizon)
+
+    Why: a fixed coefficient either lets the KL run away or over-constrains the policy; this steers the observed KL
+    towards `target`, moving the coefficient by at most 20% per `horizon` samples. `n_steps` is the number of
+    samples (responses) since the last update, i.e. the batch size. State: `coef` (changes), `target` and `horizon`
+    (settings), all floats; `state_dict` / `load_state_dict` save and restore them with a checkpoint.
+    """
+
+    def __init__(self, init_coef: float, target: float, horizon: float) -> None:
+        if init_coef < 0 or target <= 0 or horizon <= 0:
+            raise ValueError(f"need init_coef >= 0, target > 0, horizon > 0; got {init_coef}, {target}, {horizon}")
+        self.coef = float(init_coef)
+        self.target = float(target)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Move the coefficient up when the KL is above target, down when below (see the class docstring)."""
+        if n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        self.coef *= 1.0 + error * n_steps / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"coef": self.coef, "target": self.target, "horizon": self.horizon}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        _check_keys(state, {"coef", "target", "horizon"})
+        self.coef, self.target, self.horizon = float(state["coef"]), float(state["target"]), float(state["horizon"])
+
+
+def _check_keys(state: dict[str, float], expected: set[str]) -> None:
+    if set(state) != expected:
+        raise ValueError(f"expected state keys {sorted(expected)}, got {sorted(state)}")
