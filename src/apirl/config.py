@@ -22,7 +22,7 @@ from apirl.errors import InputError
 from apirl.evaluate.config import EvalConfig, ExecConfig
 from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
-from apirl.train.config import SftConfig
+from apirl.train.config import RewardModelConfig, SftConfig
 
 
 class RunConfig(StrictModel):
@@ -38,6 +38,7 @@ class RunConfig(StrictModel):
     generate: GenerateConfig = GenerateConfig()
     sft: SftConfig = SftConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    reward: RewardModelConfig = RewardModelConfig()
 
     @property
     def run_dir(self) -> Path:
