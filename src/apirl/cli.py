@@ -337,6 +337,42 @@ def sft_cmd(
                       f"val loss {summary.get('eval_loss')})")
 
 
+@app.command("reward")
+@friendly_errors
+def reward_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last "
+                                                          "checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; "
+                                                        "discards checkpoints.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the reward model on the feedback (classifier on the labels, or pairwise on the pairs); reports
+    held-out accuracy and AUC and how often gold code outscores its mutants; lands in runs/<name>/reward/model."""
+    from apirl.train.reward import run_reward
+
+    cfg = _config(config, set_)
+    result = run_reward(cfg, resume=resume, force=force)
+    summary_path = result.stage_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    if as_json:
+        _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
+        return
+    state = "up to date, skipped" if result.skipped else "trained"
+    gold = summary.get("gold_vs_mutant", {})
+    console.print(f"reward model ({summary.get('kind')}) {state}: {result.stage_dir / 'model'} (steps "
+                  f"{summary.get('steps')}, loss {summary.get('first_loss')} -> {summary.get('last_loss')})")
+    if summary.get("fresh_weights"):
+        console.print(f"fresh, seeded weights on top of {summary.get('base')}: {summary['fresh_weights']}")
+    console.print(f"held out {summary.get('heldout_examples')} prompts / {summary.get('heldout_samples')} samples: "
+                  f"accuracy {summary.get('heldout_accuracy')} ({summary.get('accuracy_of')}), "
+                  f"AUC {summary.get('heldout_auc')}")
+    console.print(f"gold above its mutants on {gold.get('split')} ({gold.get('examples')} examples, "
+                  f"{gold.get('pairs')} pairs): {gold.get('rate')}; per kind "
+                  + ", ".join(f"{kind} {row['rate']} (n={row['pairs']})"
+                              for kind, row in gold.get("per_kind", {}).items()))
+
+
 @contextmanager
 def _judge_errors() -> Iterator[None]:
     """A judge server that is down or refuses requests: one line (what to check) instead of a traceback."""
