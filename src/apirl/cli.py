@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -352,7 +352,8 @@ def reward_cmd(
     from apirl.train.reward import run_reward
 
     cfg = _config(config, set_)
-    result = run_reward(cfg, resume=resume, force=force)
+    with redirect_stdout(sys.stderr):  # the Trainer prints its log lines on stdout: keep --json's stdout clean
+        result = run_reward(cfg, resume=resume, force=force)
     summary_path = result.stage_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     if as_json:

@@ -104,7 +104,8 @@ def heldout_examples(example_ids: Sequence[str], fraction: float, seed: int) -> 
 
 def encode(tokenizer: Any, prompt: str, completion: str) -> list[int]:
     """The token ids of `prompt + completion + EOS` (EOS added when the text does not end with it), as TRL's
-    `RewardTrainer` builds them; callers keep the last `max_length`."""
+    `RewardTrainer` builds them; callers keep the last `max_length`. Where the pad token is the EOS (SmolLM2),
+    the classifier skips it as padding and reads the logit at the token before it."""
     text = prompt + completion
     if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
         text += tokenizer.eos_token
@@ -561,7 +562,7 @@ def run_reward(config: RunConfig, *, resume: bool = False, force: bool = False,
         needed.append(feedback_dir / "pairs.jsonl")
     for path in needed:
         if not path.is_file():
-            raise InputError(f"no {path.name} in {feedback_dir}: run `apirl feedback` first", path=path)
+            raise InputError("not found: run `apirl feedback` first", path=path)
     source = base_source(config)
     inputs = [*needed, *_weights(source), *data_inputs(config)]
     stage_dir = config.run_dir / STAGE
