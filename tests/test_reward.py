@@ -165,8 +165,8 @@ def test_smoke_classifier_scores_and_a_killed_run_resumes_to_the_same_weights(re
                                                                              tmp_path: Path) -> None:
     import torch
 
+    from apirl.train.checkpoints import last_checkpoint
     from apirl.train.reward import RewardModel, run_reward
-    from apirl.train.sft import last_checkpoint
 
     config = smoke(real_data_dir, tmp_path, "straight")
     write_feedback(config)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from apirl.errors import InputError
-from apirl.train.sft import last_checkpoint, load_pairs
+from apirl.train.checkpoints import last_checkpoint
+from apirl.train.sft import load_pairs
 
 
 def write_examples(path: Path, rows: list[dict]) -> Path:
@@ -87,6 +88,7 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
     straight = run_sft(smoke(real_data_dir, tmp_path, "straight"))
     summary = json.loads((straight.stage_dir / "summary.json").read_text())
     assert summary["steps"] == 6
+    assert summary["precision"] == "fp32"  # TRL would turn on bf16 autocast on a CPU unless told otherwise
     assert summary["last_loss"] < summary["first_loss"]
     assert (straight.stage_dir / "tensorboard").is_dir()
     assert any((straight.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
@@ -122,6 +124,6 @@ def test_smoke_lora_sft_saves_a_merged_plain_checkpoint(real_data_dir: Path, tmp
     config = smoke(real_data_dir, tmp_path, "lora", 'sft.method="lora"', "sft.max_steps=2")
     result = run_sft(config)
     summary = json.loads((result.stage_dir / "summary.json").read_text())
-    assert summary["method"] == "lora" and summary["trainable_parameters"] < 200_000
+    assert summary["method"] == "lora" and 0 < summary["trainable_parameters"] < 200_000
     model = load_model(resolve_model(str(result.stage_dir / "model")))
     assert not any("lora" in name for name, _ in model.named_parameters())

@@ -46,13 +46,12 @@ from apirl.jsonl import iter_jsonl
 from apirl.models.load import ModelSource, default_device, resolve_model
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
-from apirl.train.sft import last_checkpoint
+from apirl.train.checkpoints import checkpoint_to_resume, precision_kwargs
 
 STAGE = "reward"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 LOG_HISTORY = "log_history.jsonl"
-FINGERPRINT = "apirl-fingerprint.json"
 # Beside the weights: the kind and the max_length the model was trained with, read by `RewardModel.load`.
 METADATA = "apirl-reward.json"
 
@@ -328,14 +327,6 @@ def load_base(source: ModelSource, seed: int) -> tuple[Any, Any, list[str]]:
     return model, tokenizer, sorted(info["missing_keys"])
 
 
-def _precision(choice: str) -> dict[str, bool]:
-    """bf16 said explicitly either way: TRL's configs (RewardConfig) turn bf16 on when it is left unset."""
-    import torch
-
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return {"bf16": choice == "bf16" or (choice == "auto" and gpu_bf16)}
-
-
 def _training_kwargs(config: RunConfig, stage_dir: Path, has_eval: bool) -> dict[str, Any]:
     """The TrainingArguments both kinds share (TRL's RewardConfig is a TrainingArguments)."""
     import torch
@@ -367,7 +358,7 @@ def _training_kwargs(config: RunConfig, stage_dir: Path, has_eval: bool) -> dict
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
-        **_precision(reward.precision),
+        **precision_kwargs(reward.precision),
     )
 
 
@@ -459,25 +450,6 @@ def _pairwise_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenizer:
     )
 
 
-def _checkpoints_to_resume(checkpoints: Path, resume: bool, fingerprint: dict[str, Any] | None) -> Path | None:
-    """The checkpoint to continue from (None: start afresh), refusing, as `apirl sft` does, to continue another
-    config's checkpoints or to silently discard an interrupted run; stamps `fingerprint` beside them."""
-    stamp = checkpoints / FINGERPRINT
-    resume_from = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
-    if resume_from is not None:
-        if fingerprint is not None and (not stamp.is_file() or json.loads(stamp.read_text()) != fingerprint):
-            raise InputError(f"{checkpoints} holds checkpoints of an interrupted run with a different config or "
-                             "data: pass --force to discard them", field="--force")
-        if not resume:
-            raise InputError(f"{checkpoints} holds checkpoints of an interrupted run: pass --resume to continue "
-                             "it, or --force to start over", field="--resume")
-    elif checkpoints.is_dir():
-        shutil.rmtree(checkpoints)  # leftovers without a complete checkpoint: nothing to resume from
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
-    return resume_from
-
-
 def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
                  fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, save and evaluate the reward model in `stage_dir`; returns the summary (also `summary.json`).
@@ -498,7 +470,7 @@ def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, ca
                          f"{feedback_dir} after holding out {len(heldout)} prompts", field="reward.heldout_fraction")
 
     checkpoints = stage_dir / CHECKPOINTS_DIR
-    resume_from = _checkpoints_to_resume(checkpoints, resume, fingerprint)
+    resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
     source = base_source(config)
     model, tokenizer, fresh = load_base(source, config.seed)
     if reward.kind == "classifier":

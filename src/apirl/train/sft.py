@@ -27,12 +27,12 @@ from apirl.jsonl import iter_jsonl
 from apirl.models.load import resolve_model
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.train.checkpoints import checkpoint_to_resume, precision_kwargs
 
 STAGE = "sft"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 LOG_HISTORY = "log_history.jsonl"
-FINGERPRINT = "apirl-fingerprint.json"
 
 
 def load_pairs(path: Path, limit: int, seed: int) -> tuple[list[dict[str, str]], int]:
@@ -53,21 +53,6 @@ def load_pairs(path: Path, limit: int, seed: int) -> tuple[list[dict[str, str]],
     if limit and limit < len(rows):
         rows = random.Random(f"apirl-sft-subset:{seed}").sample(rows, limit)
     return rows, skipped
-
-
-def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete `checkpoint-N` (one with trainer_state.json, which the Trainer writes last)."""
-    found = [p for p in checkpoints.glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def _precision(choice: str) -> dict[str, bool]:
-    import torch
-
-    if choice == "bf16" or (choice == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
-        return {"bf16": True}
-    return {}
 
 
 def _trainer_args(config: RunConfig, stage_dir: Path, has_eval: bool) -> Any:
@@ -104,7 +89,7 @@ def _trainer_args(config: RunConfig, stage_dir: Path, has_eval: bool) -> Any:
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
-        **_precision(sft.precision),
+        **precision_kwargs(sft.precision),
     )
 
 
@@ -135,19 +120,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     train_rows, train_skipped = load_pairs(data_dir / "train.jsonl", config.sft.train_limit, config.seed)
     val_rows, _ = load_pairs(data_dir / "val.jsonl", config.sft.val_limit, config.seed)
     checkpoints = stage_dir / CHECKPOINTS_DIR
-    stamp = checkpoints / FINGERPRINT
-    resume_from = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
-    if resume_from is not None:
-        if fingerprint is not None and (not stamp.is_file() or json.loads(stamp.read_text()) != fingerprint):
-            raise InputError(f"{checkpoints} holds checkpoints of an interrupted run with a different config or "
-                             "data: pass --force to discard them", field="--force")
-        if not resume:
-            raise InputError(f"{checkpoints} holds checkpoints of an interrupted run: pass --resume to continue "
-                             "it, or --force to start over", field="--resume")
-    elif checkpoints.is_dir():
-        shutil.rmtree(checkpoints)  # leftovers without a complete checkpoint: nothing to resume from
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(fingerprint, sort_keys=True) + "\n", encoding="utf-8")
+    resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
 
     source = resolve_model(config.model.name, Path(config.model.cache_dir) if config.model.cache_dir else None)
     tokenizer = load_tokenizer(source)
@@ -170,6 +143,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     final_eval = trainer.evaluate() if val_rows else {}
 
     trained = trainer.model
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     if config.sft.method == "lora":
         trained = trained.merge_and_unload()
     model_dir = stage_dir / MODEL_DIR
@@ -191,7 +165,8 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
         "train_loss": result.training_loss, "eval_loss": final_eval.get("eval_loss"),
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "trainable_parameters": trainable,
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
     }
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(checkpoints)  # ~3x the model's size each (optimizer states); the final model is what stays
