@@ -22,7 +22,7 @@ from apirl.errors import InputError
 from apirl.evaluate.config import EvalConfig, ExecConfig
 from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
-from apirl.train.config import RewardModelConfig, SftConfig
+from apirl.train.config import PpoConfig, RewardModelConfig, RlConfig, SftConfig
 
 
 class RunConfig(StrictModel):
@@ -39,6 +39,8 @@ class RunConfig(StrictModel):
     sft: SftConfig = SftConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     reward: RewardModelConfig = RewardModelConfig()
+    rl: RlConfig = RlConfig()
+    ppo: PpoConfig = PpoConfig()
 
     @property
     def run_dir(self) -> Path:

@@ -1,0 +1,554 @@
+"""PPO fine-tuning of the policy against the reward model (Dutta et al. 2024, after Ziegler et al. 2019): one recipe,
+readable top to bottom. The math lives in `apirl.train.ppo_math` (tested by hand); this file is the plumbing.
+
+One step:
+
+1. sample `prompts_per_step` prompts of the data stage's train split (seeded by run seed and step);
+2. sample one response each from the policy (our own loop: left-padded prompts, KV cache, a `torch.Generator`
+   seeded by run seed and step, temperature and top-p), truncated after its first EOS; `ended` says which
+   responses produced one;
+3. one no-grad forward pass of prompt + response through the policy (old log-probs, values) and the frozen
+   reference (reference log-probs): the logits at position t predict token t + 1, so the response's log-probs are
+   read from positions P - 1 .. P + T - 2, and the logits are divided by the sampling temperature;
+4. score = the reward model's logit for (prompt, response text) (or a rule reward); token rewards = -kl_coef *
+   KL per token + the score (minus `eos_missing_penalty` when cut off) at the last token; GAE; whitened advantages;
+5. `ppo_epochs` passes of shuffled minibatches: clipped policy loss + vf_coef * clipped value loss, grad clipping,
+   an optimizer step each; then the KL controller's update.
+
+Choices, and why:
+
+* The value function is a linear head (hidden -> 1, initialised to zero, so the first values are 0) on the
+  policy's last hidden state: a shared trunk costs no second model. The value loss reaches the trunk too,
+  weighted by `vf_coef`, so a small `vf_coef` keeps the value regression from dragging the policy around. The
+  head has its own optimizer and learning rate (`value_learning_rate`): it starts from scratch.
+* The reference model: with LoRA, the policy's base with the adapters disabled (`disable_adapter()`), no second
+  copy; with full fine-tuning, a frozen deep copy of the starting policy.
+* The model stays in eval mode throughout (no dropout): the old and new log-probs of step 3 and 5 must come from
+  the same function, or the ratio is noise from the start (TRL does the same). LoRA's dropout is thus inactive.
+* top_p < 1 samples from a truncated distribution while the log-probs are those of the full tempered softmax (as
+  in TRL); keep top_p = 1 for an exact ratio.
+* Every source of randomness is explicit: prompts from `random.Random(seed, step)`, sampling and minibatch
+  shuffling from a `torch.Generator` seeded from (seed, step). A checkpoint (weights or adapters, value head,
+  both optimizers, KL controller, step, RNG states for good measure) therefore resumes to exactly the weights an
+  uninterrupted run ends with.
+
+Outputs in `runs/<name>/ppo/`: `log.jsonl` (one line per step), `tensorboard/`, `summary.json`, `model/` (the
+final policy as a plain checkpoint, LoRA merged: `apirl generate --model runs/<name>/ppo/model`) and
+`value_head.pt`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apirl.config import RunConfig
+from apirl.errors import InputError
+from apirl.jsonl import iter_jsonl
+from apirl.models.generation import cut_at_stop
+from apirl.models.load import ModelSource, resolve_model
+from apirl.rundir import StageResult, run_stage
+from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.train import ppo_math
+from apirl.train.checkpoints import checkpoint_to_resume
+
+STAGE = "ppo"
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+LOG = "log.jsonl"
+STATE_FILE = "state.pt"
+DONE_FILE = "trainer_state.json"  # written last in a checkpoint: `last_checkpoint` trusts only complete ones
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+StepHook = Callable[[int], None]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rewards
+
+
+def _short(prompt: str, response: str) -> float:
+    return -min(len(response), 64) / 64
+
+
+def _long(prompt: str, response: str) -> float:
+    return min(len(response), 64) / 64
+
+
+RULE_REWARDS: dict[str, Callable[[str, str], float]] = {"short": _short, "long": _long}
+
+
+def rule_reward(spec: str) -> RewardFn:
+    """A built-in reward by name: `rule:short` (-chars/64, capped), `rule:long` (+chars/64, capped) or
+    `rule:contains:<text>` (1.0 when the response contains text, else 0). Cheap stand-ins for a reward model, so
+    the recipe can be tested in seconds on a task whose optimum is known."""
+    name = spec.removeprefix("rule:")
+    if name.startswith("contains:"):
+        needle = name.removeprefix("contains:")
+        if not needle:
+            raise InputError("rule:contains: needs a text after it", field="ppo.reward_model")
+        return lambda prompts, responses: [float(needle in r) for r in responses]
+    if name not in RULE_REWARDS:
+        raise InputError(f"unknown rule reward {spec!r}; known: "
+                         f"{', '.join(f'rule:{n}' for n in RULE_REWARDS)}, rule:contains:<text>",
+                         field="ppo.reward_model")
+    rule = RULE_REWARDS[name]
+    return lambda prompts, responses: [rule(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
+def reward_model_path(config: RunConfig) -> str:
+    """`ppo.reward_model`, or the reward stage's model when empty."""
+    return config.ppo.reward_model or str(config.run_dir / "reward" / "model")
+
+
+def load_reward(config: RunConfig, device: str) -> RewardFn:
+    spec = reward_model_path(config)
+    if spec.startswith("rule:"):
+        return rule_reward(spec)
+    from apirl.train.reward import RewardModel
+
+    if not Path(spec).is_dir():
+        raise InputError(f"no reward model at {spec}: run `apirl reward` first, or set ppo.reward_model",
+                         field="ppo.reward_model")
+    model = RewardModel.load(spec, device)
+    return lambda prompts, responses: model.score(prompts, responses, config.ppo.reward_batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+
+
+def policy_source(config: RunConfig) -> ModelSource:
+    """`ppo.policy`, else M_SFT in `runs/<name>/sft/model`."""
+    spec = config.ppo.policy
+    if not spec:
+        model_dir = config.run_dir / "sft" / "model"
+        if not model_dir.is_dir():
+            raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a policy with "
+                             "--set ppo.policy=<model spec>", field="ppo.policy")
+        spec = str(model_dir)
+    try:
+        return resolve_model(spec, Path(config.model.cache_dir) if config.model.cache_dir else None)
+    except InputError as exc:
+        raise InputError(exc.reason, path=exc.path, field="ppo.policy") from exc
+
+
+@dataclass
+class Models:
+    """The trained policy, its value head, and how to run the frozen reference."""
+
+    policy: Any
+    value_head: Any
+    reference: Any  # a frozen copy (full fine-tuning) or None (LoRA: the policy with adapters disabled)
+    tokenizer: Any
+    eos_ids: list[int]
+
+    def reference_context(self) -> Any:
+        """A context in which `self.reference_model` computes the reference's outputs."""
+        import contextlib
+
+        return self.policy.disable_adapter() if self.reference is None else contextlib.nullcontext()
+
+    @property
+    def reference_model(self) -> Any:
+        return self.policy if self.reference is None else self.reference
+
+
+def load_models(config: RunConfig, device: str) -> Models:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from apirl.models.load import load_tokenizer
+
+    source = policy_source(config)
+    tokenizer = load_tokenizer(source)  # left padding
+    try:
+        policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
+                         field="ppo.policy") from exc
+    policy.to(device)
+    reference = None
+    if config.ppo.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        ppo = config.ppo
+        policy = get_peft_model(policy, LoraConfig(
+            r=ppo.lora_r, lora_alpha=ppo.lora_alpha, lora_dropout=ppo.lora_dropout,
+            target_modules=ppo.lora_target_modules, task_type="CAUSAL_LM"))
+    else:
+        reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    policy.eval()  # no dropout: see the module docstring
+    value_head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
+    torch.nn.init.zeros_(value_head.weight)
+    torch.nn.init.zeros_(value_head.bias)
+    eos = policy.config.eos_token_id if policy.config.eos_token_id is not None else tokenizer.eos_token_id
+    eos_ids = list(eos) if isinstance(eos, list | tuple) else [int(eos)]
+    return Models(policy, value_head, reference, tokenizer, eos_ids)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rollouts
+
+
+def load_prompts(path: Path) -> list[str]:
+    """The plain-format prompts of a data-stage split."""
+    prompts = []
+    for line, raw in iter_jsonl(path, what="data-stage examples"):
+        prompt = raw.get("prompt")
+        if not isinstance(prompt, str):
+            raise InputError("expected a string", path=path, line=line, field="prompt")
+        prompts.append(prompt)
+    if len(prompts) < 2:
+        raise InputError(f"PPO needs at least 2 prompts, found {len(prompts)}", path=path)
+    return prompts
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of everything random in one step: a function of (run seed, step) only, so a resumed run
+    replays the same step exactly."""
+    return (seed * 1_000_003 + step * 7919 + 17) % (2**63 - 1)
+
+
+def pick_prompts(prompts: Sequence[str], count: int, seed: int, step: int) -> list[str]:
+    rng = random.Random(f"apirl-ppo:{seed}:{step}")
+    return rng.sample(list(prompts), count) if count <= len(prompts) else rng.choices(list(prompts), k=count)
+
+
+@dataclass
+class Rollout:
+    """A batch of B prompts (left-padded to P) and their sampled responses (right-padded to T)."""
+
+    prompts: list[str]
+    prompt_ids: Any  # (B, P)
+    prompt_mask: Any  # (B, P)
+    response_ids: Any  # (B, T); padding after the first EOS
+    response_mask: Any  # (B, T) float: 1 up to and including the first EOS
+    ended: Any  # (B,) bool: the response produced an EOS
+    texts: list[str]
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, device: Any) -> tuple[Any, Any]:
+    """Left-padded prompt ids and mask; a prompt longer than max_length keeps its last max_length tokens."""
+    import torch
+
+    ids = [tokenizer(p)["input_ids"][-max_length:] for p in prompts]
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    return input_ids, mask
+
+
+def position_ids(mask: Any) -> Any:
+    """Positions that skip left padding (what `generate` uses), so a padded row sees the same positions as alone."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _filter_top_p(probs: Any, top_p: float) -> Any:
+    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches top_p (renormalised)."""
+    import torch
+
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above each one
+    sorted_probs = torch.where(before < top_p, sorted_probs, torch.zeros_like(sorted_probs))
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_tokens: int, temperature: float,
+                     top_p: float, eos_ids: Sequence[int], pad_id: int, generator: Any) -> tuple[Any, Any, Any]:
+    """(response ids (B, T), response mask (B, T), ended (B,)), sampled token by token with the KV cache from
+    softmax(logits / temperature), nucleus-filtered, drawn with `generator`. A row stops at its first EOS (that
+    EOS is a real token; padding follows); all stop when every row has ended or after max_new_tokens."""
+    import torch
+
+    eos = torch.tensor(list(eos_ids), device=prompt_ids.device)
+    batch = prompt_ids.shape[0]
+    mask = prompt_mask
+    positions = position_ids(prompt_mask)
+    with torch.no_grad():
+        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        next_position = positions[:, -1:] + 1
+        done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+        tokens, real = [], []
+        for index in range(max_new_tokens):
+            probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+            token = torch.multinomial(_filter_top_p(probs, top_p), 1, generator=generator).squeeze(1)
+            real.append(~done)
+            token = torch.where(done, torch.full_like(token, pad_id), token)
+            tokens.append(token)
+            done = done | torch.isin(token, eos)
+            if bool(done.all()) or index == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
+                        past_key_values=out.past_key_values, use_cache=True)
+            next_position = next_position + 1
+    response_mask = torch.stack(real, dim=1).float()
+    return torch.stack(tokens, dim=1), response_mask, done
+
+
+def rollout(models: Models, prompts: list[str], config: RunConfig, generator: Any) -> Rollout:
+    ppo = config.ppo
+    device = next(models.policy.parameters()).device
+    prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, ppo.max_prompt_length, device)
+    response_ids, response_mask, ended = sample_responses(
+        models.policy, prompt_ids, prompt_mask, max_new_tokens=ppo.response_length, temperature=ppo.temperature,
+        top_p=ppo.top_p, eos_ids=models.eos_ids, pad_id=models.tokenizer.pad_token_id, generator=generator)
+    # The reward judges the answer as `apirl generate` would return it: special tokens dropped, cut at a stop
+    # string (the tokens after one still count in the KL and the log-probs).
+    texts = [cut_at_stop(models.tokenizer.decode(row[mask.bool()], skip_special_tokens=True))
+             for row, mask in zip(response_ids, response_mask, strict=True)]
+    return Rollout(prompts, prompt_ids, prompt_mask, response_ids, response_mask, ended, texts)
+
+
+def forward_response(model: Any, prompt_ids: Any, prompt_mask: Any, response_ids: Any, response_mask: Any,
+                     temperature: float, value_head: Any = None) -> tuple[Any, Any, Any]:
+    """(logits (B, T, V) / temperature, log-probs (B, T) of the response tokens, values (B, T) or None) from
+    one forward pass of prompt + response.
+
+    The shift: the logits at input position i predict token i + 1, so response token t (at input position
+    P + t) is predicted by position P + t - 1: the slice P - 1 .. P + T - 2. The values use the same positions
+    (the value of the state in which token t is chosen). Padding after an EOS is masked out of the attention."""
+    import torch
+
+    width = prompt_ids.shape[1]
+    length = response_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids(attention),
+                output_hidden_states=value_head is not None)
+    logits = out.logits[:, width - 1: width + length - 1].float() / temperature
+    logp = ppo_math.logprobs_from_logits(logits, response_ids)
+    values = None
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, width - 1: width + length - 1]
+        values = value_head(hidden).squeeze(-1).float()
+    return logits, logp, values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """The weights the optimizer changes (all of them, or only the adapters), on the CPU."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(directory: Path, step: int, models: Models, optimizers: Sequence[Any], kl_ctl: Any) -> None:
+    import numpy as np
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step, "policy": trainable_state(models.policy), "value_head": models.value_head.state_dict(),
+        "optimizers": [o.state_dict() for o in optimizers], "kl_controller": kl_ctl.state_dict(),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    torch.save(state, directory / STATE_FILE)
+    (directory / DONE_FILE).write_text(json.dumps({"global_step": step}) + "\n", encoding="utf-8")
+
+
+def load_checkpoint(directory: Path, models: Models, optimizers: Sequence[Any], kl_ctl: Any) -> int:
+    """Restore a checkpoint in place; returns the number of steps it had done."""
+    import numpy as np
+    import torch
+
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+    result = models.policy.load_state_dict(state["policy"], strict=False)
+    if result.unexpected_keys:
+        raise InputError(f"checkpoint {directory} does not fit the policy: unexpected {result.unexpected_keys[:3]}")
+    models.value_head.load_state_dict(state["value_head"])
+    for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
+        optimizer.load_state_dict(saved)
+    kl_ctl.load_state_dict(state["kl_controller"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["step"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def ppo_step(models: Models, batch: Rollout, scores: Any, config: RunConfig, kl_ctl: Any,
+             optimizers: Sequence[Any], generator: Any) -> dict[str, float]:
+    """Steps 3-5 of the module docstring for one rollout batch; returns the step's stats."""
+    import torch
+
+    ppo = config.ppo
+    mask = batch.response_mask
+    with torch.no_grad():
+        _, old_logp, old_values = forward_response(models.policy, batch.prompt_ids, batch.prompt_mask,
+                                                   batch.response_ids, mask, ppo.temperature, models.value_head)
+        with models.reference_context():
+            _, ref_logp, _ = forward_response(models.reference_model, batch.prompt_ids, batch.prompt_mask,
+                                              batch.response_ids, mask, ppo.temperature)
+        kl = ppo_math.kl_penalty(old_logp, ref_logp, ppo.kl_kind)
+        kl_k1 = torch.where(mask.bool(), old_logp - ref_logp, torch.zeros_like(old_logp))
+        rewards = ppo_math.token_rewards(scores, kl, mask, kl_ctl.coef, ppo.eos_missing_penalty, batch.ended)
+        if ppo.whiten_rewards:
+            rewards = ppo_math.masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = ppo_math.gae(rewards, old_values, mask, ppo.gamma, ppo.lam)
+        advantages = ppo_math.masked_whiten(advantages, mask)
+
+    trainable = [p for p in models.policy.parameters() if p.requires_grad] + list(models.value_head.parameters())
+    size = mask.shape[0]
+    totals: dict[str, list[float]] = {}
+    for _ in range(ppo.ppo_epochs):
+        order = torch.randperm(size, generator=generator, device=generator.device).to(mask.device)
+        for start in range(0, size, ppo.minibatch_size):
+            rows = order[start:start + ppo.minibatch_size]
+            logits, logp, values = forward_response(
+                models.policy, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.response_ids[rows],
+                mask[rows], ppo.temperature, models.value_head)
+            pg_loss, pg_stats = ppo_math.policy_loss(logp, old_logp[rows], advantages[rows], mask[rows], ppo.clip_eps)
+            vf_loss, vf_stats = ppo_math.value_loss(values, old_values[rows], returns[rows], mask[rows],
+                                                    ppo.value_clip)
+            loss = pg_loss + ppo.vf_coef * vf_loss
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, ppo.max_grad_norm)
+            for optimizer in optimizers:
+                optimizer.step()
+            stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "clip_fraction": pg_stats["clip_fraction"],
+                     "approx_kl": pg_stats["approx_kl"], "value_clip_fraction": vf_stats["clip_fraction"],
+                     "entropy": ppo_math.entropy_from_logits(logits.detach(), mask[rows])}
+            for key, value in stats.items():
+                totals.setdefault(key, []).append(float(value.detach()))
+    result = {key: sum(values) / len(values) for key, values in totals.items()}
+    kl_per_sequence = kl_k1.sum(dim=1).mean().item()
+    result.update({
+        "score": scores.mean().item(), "kl": kl_per_sequence, "kl_coef": kl_ctl.coef,
+        "response_length": mask.sum(dim=1).mean().item(), "ended": batch.ended.float().mean().item(),
+        "reward_with_penalties": (rewards * mask).sum(dim=1).mean().item(),
+        "explained_variance": float(ppo_math.explained_variance(old_values, returns, mask)),
+    })
+    kl_ctl.update(kl_per_sequence, size)
+    return result
+
+
+def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_step: StepHook | None = None,
+              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run PPO and save the final policy into `stage_dir/model`; returns the summary (also `summary.json`).
+
+    `on_step(step)` is called after each step's checkpoint (tests raise from it to simulate a kill)."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from apirl.models.load import default_device
+
+    ppo = config.ppo
+    device = default_device()
+    prompts = load_prompts(config.run_dir / "data" / "train.jsonl")
+    checkpoints = stage_dir / CHECKPOINTS_DIR
+    resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
+    torch.manual_seed(config.seed)
+    models = load_models(config, device)
+    reward_fn = load_reward(config, device)
+    optimizers = [
+        torch.optim.AdamW([p for p in models.policy.parameters() if p.requires_grad], lr=ppo.learning_rate,
+                          weight_decay=0.0),
+        torch.optim.AdamW(models.value_head.parameters(), lr=ppo.value_learning_rate, weight_decay=0.0),
+    ]
+    kl_ctl: Any = (ppo_math.AdaptiveKLController(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon) if ppo.adaptive_kl
+                   else ppo_math.FixedKLController(ppo.kl_coef))
+    start = load_checkpoint(resume_from, models, optimizers, kl_ctl) if resume_from else 0
+
+    log_path = stage_dir / LOG
+    kept = [e for _, e in iter_jsonl(log_path)] if start and log_path.is_file() else []
+    log = [e for e in kept if e["step"] <= start]
+    writer = SummaryWriter(str(stage_dir / "tensorboard"), purge_step=start + 1 if start else None)
+    started = time.perf_counter()
+    with log_path.open("w", encoding="utf-8") as handle:
+        for entry in log:
+            handle.write(json.dumps(entry) + "\n")
+        for step in range(start, ppo.steps):
+            generator = torch.Generator(device=device).manual_seed(step_seed(config.seed, step))
+            batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, config.seed, step), config,
+                            generator)
+            scores = torch.tensor(reward_fn(batch.prompts, batch.texts), dtype=torch.float32, device=device)
+            stats = ppo_step(models, batch, scores, config, kl_ctl, optimizers, generator)
+            entry = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}}
+            log.append(entry)
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            for key, value in stats.items():
+                writer.add_scalar(f"ppo/{key}", value, step + 1)
+            if (step + 1) % ppo.save_steps == 0 and step + 1 < ppo.steps:
+                save_checkpoint(checkpoints / f"checkpoint-{step + 1}", step + 1, models, optimizers, kl_ctl)
+            if on_step is not None:
+                on_step(step + 1)
+    writer.close()
+
+    final = models.policy.merge_and_unload() if ppo.method == "lora" else models.policy
+    model_dir = stage_dir / MODEL_DIR
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    final.save_pretrained(model_dir)
+    models.tokenizer.save_pretrained(model_dir)
+    torch.save(models.value_head.state_dict(), stage_dir / "value_head.pt")
+    window = max(1, len(log) // 4)
+    summary = {
+        "policy": policy_source(config).spec, "reward_model": reward_model_path(config), "method": ppo.method,
+        "steps": len(log), "resumed_from": resume_from.name if resume_from else None,
+        "first_score": sum(e["score"] for e in log[:window]) / window,
+        "last_score": sum(e["score"] for e in log[-window:]) / window,
+        "last_kl": log[-1]["kl"], "final_kl_coef": kl_ctl.coef,
+        "train_seconds_this_run": round(time.perf_counter() - started, 1),
+    }
+    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(checkpoints)
+    return summary
+
+
+def run_ppo(config: RunConfig, *, resume: bool = False, force: bool = False,
+            on_step: StepHook | None = None) -> StageResult:
+    """The PPO stage: prepares the data stage if needed, then trains unless an identical run finished."""
+    from apirl.data.stage import prepare_data
+
+    data = prepare_data(config)
+    source = policy_source(config)
+    reward_spec = reward_model_path(config)
+    inputs = [data.stage_dir / "train.jsonl"]
+    if source.local:
+        inputs += sorted(Path(source.location).glob("*.safetensors"))
+    if not reward_spec.startswith("rule:"):
+        inputs += sorted(Path(reward_spec).glob("*.safetensors"))
+    stage_dir = config.run_dir / STAGE
+    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
+        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+    stage_config = {"ppo": config.ppo.model_dump(mode="json"), "policy": source.spec, "reward_model": reward_spec}
+
+    def work(directory: Path) -> list[Path]:
+        train_ppo(config, directory, resume=resume, on_step=on_step,
+                  fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
+        return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
+
+    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+
+
+def run_rl(config: RunConfig, *, resume: bool = False, force: bool = False,
+           on_step: StepHook | None = None) -> StageResult:
+    """`apirl rl`: the algorithm of `rl.algorithm` (only ppo so far)."""
+    if config.rl.algorithm != "ppo":
+        raise InputError(f"rl.algorithm = {config.rl.algorithm!r} is not implemented yet; use 'ppo'",
+                         field="rl.algorithm")
+    return run_ppo(config, resume=resume, force=force, on_step=on_step)

@@ -1,0 +1,123 @@
+"""PPO on the tiny random model: the log-prob shift is right, a rule reward rises, a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apirl.errors import InputError
+from apirl.train.ppo import rule_reward
+
+
+def test_rule_rewards() -> None:
+    assert rule_reward("rule:contains:abc")(["p", "p"], ["xabcx", "ab"]) == [1.0, 0.0]
+    short = rule_reward("rule:short")(["p", "p"], ["", "x" * 100])
+    assert short == [0.0, -1.0]
+    with pytest.raises(InputError, match="unknown rule reward"):
+        rule_reward("rule:nope")
+
+
+def test_unknown_algorithm_is_a_clear_error(tmp_path: Path) -> None:
+    from apirl.config import load_config
+    from apirl.train.ppo import run_rl
+
+    config = load_config(None, ['rl.algorithm="grpo"', f'runs_dir="{tmp_path}"'])
+    with pytest.raises(InputError, match="not implemented yet"):
+        run_rl(config)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The tiny random model.
+
+
+def smoke(real_data_dir: Path, runs: Path, name: str, *overrides: str):
+    from apirl.config import load_config
+
+    return load_config(Path(__file__).parents[1] / "configs" / "smoke.toml",
+                       [f'data.data_dir="{real_data_dir}"', f'runs_dir="{runs}"', f'name="{name}"', *overrides])
+
+
+def test_logprobs_line_up_with_a_manual_forward_pass() -> None:
+    """The trainer's log-probs of a sampled response equal log_softmax(logits / T) gathered by hand, position by
+    position, from a forward pass of each row alone (no padding): the shift, the temperature and the padding are
+    all right."""
+    import torch
+
+    from apirl.config import load_config
+    from apirl.train.ppo import encode_prompts, forward_response, load_models, sample_responses
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "smoke.toml", [])
+    models = load_models(config, "cpu")
+    prompts = ["###Instruction: classify a review\n###Output:", "###Instruction: hi\n###Output:"]
+    prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, 64, "cpu")
+    assert prompt_mask[1, 0] == 0  # the short prompt is left-padded
+    generator = torch.Generator().manual_seed(0)
+    temperature = 0.7
+    response_ids, response_mask, ended = sample_responses(
+        models.policy, prompt_ids, prompt_mask, max_new_tokens=6, temperature=temperature, top_p=1.0,
+        eos_ids=models.eos_ids, pad_id=models.tokenizer.pad_token_id, generator=generator)
+    assert response_ids.shape == response_mask.shape == (2, 6) and ended.shape == (2,)
+    with torch.no_grad():
+        logits, logp, values = forward_response(models.policy, prompt_ids, prompt_mask, response_ids,
+                                                response_mask, temperature, models.value_head)
+    assert logits.shape[:2] == logp.shape == values.shape == (2, 6)
+    for row in range(2):
+        prompt = prompt_ids[row][prompt_mask[row].bool()]
+        response = response_ids[row][response_mask[row].bool()]
+        with torch.no_grad():
+            full = models.policy(input_ids=torch.cat([prompt, response])[None]).logits[0]
+        for t, token in enumerate(response.tolist()):
+            expected = torch.log_softmax(full[len(prompt) + t - 1] / temperature, dim=-1)[token]
+            assert torch.allclose(logp[row, t], expected, atol=1e-4), (row, t, float(logp[row, t]), float(expected))
+
+
+@pytest.mark.integration
+def test_smoke_ppo_raises_a_rule_reward_with_a_bounded_kl(real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.train.ppo import run_ppo
+
+    config = smoke(real_data_dir, tmp_path, "toy", "ppo.steps=10")
+    result = run_ppo(config)
+    log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == list(range(1, 11))
+    first = sum(e["score"] for e in log[:3]) / 3
+    last = sum(e["score"] for e in log[-3:]) / 3
+    assert last > first + 0.1, [e["score"] for e in log]
+    assert max(e["kl"] for e in log) < 20.0, [e["kl"] for e in log]
+    assert any((result.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    from apirl.models.load import load_model, resolve_model
+
+    load_model(resolve_model(str(result.stage_dir / "model")))  # a plain checkpoint `apirl generate` can load
+
+
+@pytest.mark.integration
+def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from apirl.train.checkpoints import last_checkpoint
+    from apirl.train.ppo import run_ppo
+
+    straight = run_ppo(smoke(real_data_dir, tmp_path, "straight"))
+
+    def kill_at_3(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt("killed at step 3")
+
+    config = smoke(real_data_dir, tmp_path, "killed")
+    with pytest.raises(KeyboardInterrupt):
+        run_ppo(config, on_step=kill_at_3)
+    assert last_checkpoint(config.run_dir / "ppo" / "checkpoints").name == "checkpoint-2"
+    with pytest.raises(InputError, match="--resume"):
+        run_ppo(config)
+    resumed = run_ppo(config, resume=True)
+    summary = json.loads((resumed.stage_dir / "summary.json").read_text())
+    assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4
+
+    a = load_file(straight.stage_dir / "model" / "model.safetensors")
+    b = load_file(resumed.stage_dir / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    log_a = (straight.stage_dir / "log.jsonl").read_text()
+    assert log_a == (resumed.stage_dir / "log.jsonl").read_text()
