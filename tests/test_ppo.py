@@ -77,13 +77,15 @@ def test_logprobs_line_up_with_a_manual_forward_pass() -> None:
 def test_smoke_ppo_raises_a_rule_reward_with_a_bounded_kl(real_data_dir: Path, tmp_path: Path) -> None:
     from apirl.train.ppo import run_ppo
 
-    config = smoke(real_data_dir, tmp_path, "toy", "ppo.steps=10")
+    """The smoke policy samples at temperature 0.05, so it is sharp enough that the tokens it tries differ in
+    length, and `rule:long` (chars / 64) rewards the longer ones: 8 steps move the mean score up clearly."""
+    config = smoke(real_data_dir, tmp_path, "toy", "ppo.steps=8")
     result = run_ppo(config)
     log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in log] == list(range(1, 11))
+    assert [e["step"] for e in log] == list(range(1, 9))
     first = sum(e["score"] for e in log[:3]) / 3
     last = sum(e["score"] for e in log[-3:]) / 3
-    assert last > first + 0.1, [e["score"] for e in log]
+    assert last > first + 0.2, [e["score"] for e in log]
     assert max(e["kl"] for e in log) < 20.0, [e["kl"] for e in log]
     assert any((result.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
     from apirl.models.load import load_model, resolve_model

@@ -277,7 +277,8 @@ def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_t
     mask = prompt_mask
     positions = position_ids(prompt_mask)
     with torch.no_grad():
-        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1)
         next_position = positions[:, -1:] + 1
         done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
         tokens, real = [], []
@@ -326,9 +327,11 @@ def forward_response(model: Any, prompt_ids: Any, prompt_mask: Any, response_ids
     length = response_ids.shape[1]
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    # Only the last T + 1 positions' logits are computed (the prompt's would be (B, P, V) of waste); the slice
+    # P - 1 .. P + T - 2 is their first T.
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids(attention),
-                output_hidden_states=value_head is not None)
-    logits = out.logits[:, width - 1: width + length - 1].float() / temperature
+                output_hidden_states=value_head is not None, logits_to_keep=length + 1)
+    logits = out.logits[:, :length].float() / temperature
     logp = ppo_math.logprobs_from_logits(logits, response_ids)
     values = None
     if value_head is not None:
