@@ -123,3 +123,25 @@ def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, t
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     log_a = (straight.stage_dir / "log.jsonl").read_text()
     assert log_a == (resumed.stage_dir / "log.jsonl").read_text()
+
+
+@pytest.mark.integration
+def test_smoke_lora_ppo_via_the_cli_saves_a_merged_checkpoint(real_data_dir: Path, tmp_path: Path) -> None:
+    """LoRA: the reference is the policy with its adapters disabled (no copy); the saved policy is merged."""
+    from typer.testing import CliRunner
+
+    from apirl.cli import app
+    from apirl.models.load import load_model, resolve_model
+
+    config = Path(__file__).parents[1] / "configs" / "smoke.toml"
+    overrides = [f'data.data_dir="{real_data_dir}"', f'runs_dir="{tmp_path}"', 'ppo.method="lora"', "ppo.steps=2",
+                 "ppo.learning_rate=1e-3"]
+    args = ["rl", "--config", str(config), "--json"] + [x for o in overrides for x in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "lora" and summary["steps"] == 2
+    log = [json.loads(line) for line in (Path(summary["stage_dir"]) / "log.jsonl").read_text().splitlines()]
+    assert log[0]["kl"] == 0.0 and log[1]["kl"] != 0.0  # the adapters start as a no-op, then move off the reference
+    model = load_model(resolve_model(str(Path(summary["stage_dir"]) / "model")))
+    assert not any("lora" in name for name, _ in model.named_parameters())

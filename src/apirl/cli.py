@@ -374,6 +374,34 @@ def reward_cmd(
                               for kind, row in gold.get("per_kind", {}).items()))
 
 
+@app.command("rl")
+@friendly_errors
+def rl_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last "
+                                                          "checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; "
+                                                        "discards checkpoints.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """RL fine-tuning of the policy against the reward model (`rl.algorithm`, only ppo so far); the policy lands in
+    runs/<name>/ppo/model, the per-step log in runs/<name>/ppo/log.jsonl."""
+    from apirl.train.ppo import run_rl
+
+    cfg = _config(config, set_)
+    with redirect_stdout(sys.stderr):
+        result = run_rl(cfg, resume=resume, force=force)
+    summary_path = result.stage_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    if as_json:
+        _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
+        return
+    state = "up to date, skipped" if result.skipped else "trained"
+    console.print(f"{cfg.rl.algorithm} policy {state}: {result.stage_dir / 'model'} (steps {summary.get('steps')}, "
+                  f"score {summary.get('first_score')} -> {summary.get('last_score')}, "
+                  f"KL {summary.get('last_kl')})")
+
+
 @contextmanager
 def _judge_errors() -> Iterator[None]:
     """A judge server that is down or refuses requests: one line (what to check) instead of a traceback."""
