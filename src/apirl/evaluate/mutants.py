@@ -39,16 +39,13 @@ import io
 import keyword
 import random
 import re
-import site
-import sysconfig
 import tokenize
-import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
-from types import ModuleType
+
+from apirl.evaluate.installed import import_installed
 
 __all__ = ["MUTANT_KINDS", "Mutant", "make_mutants"]
 
@@ -85,8 +82,6 @@ _BOGUS_KWARGS = (
 )
 _HF_LIBRARIES = ("transformers", "diffusers", "sentence_transformers", "huggingface_hub", "datasets", "torch", "PIL")
 # Modules whose import does something visible (opens a browser, prints, starts a GUI): never imported.
-_NEVER_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__", "turtle", "turtledemo", "tkinter",
-                           "idlelib", "webbrowser"})
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
@@ -592,7 +587,7 @@ def _module_has_name(module: str, name: str) -> bool:
     A module that is not installed (or not importable) has no names we can confirm: False, so the candidate is
     accepted. When the module cannot tell (an attribute lookup that fails with another error), True: reject.
     """
-    loaded = _import_installed(module)
+    loaded = import_installed(module)
     if loaded is None:
         return False
     if name in _module_dir(module):
@@ -609,52 +604,8 @@ def _module_has_name(module: str, name: str) -> bool:
 
 
 @cache
-def _install_roots() -> tuple[Path, ...]:
-    """Where installed modules live: the standard library and the site-packages (not the working directory)."""
-    roots = {sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    try:
-        roots.update(site.getsitepackages())
-        roots.add(site.getusersitepackages())
-    except Exception:
-        pass
-    return tuple(Path(root).resolve() for root in roots if root)
-
-
-def _is_installed(top: str) -> bool:
-    """Whether a top-level module is built in or installed, so that importing it runs no code of the project."""
-    try:
-        spec = importlib.util.find_spec(top)
-    except Exception:
-        return False
-    if spec is None:
-        return False
-    if spec.origin in ("built-in", "frozen"):
-        return True
-    locations = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
-    for location in locations:
-        path = Path(location).resolve()
-        if any(path.is_relative_to(root) for root in _install_roots()):
-            return True
-    return False
-
-
-@cache
-def _import_installed(module: str) -> ModuleType | None:
-    """The module, imported once (warnings silenced); None when it is not installed or fails to import."""
-    top = module.split(".")[0]
-    if top in _NEVER_IMPORT or not _is_installed(top):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return importlib.import_module(module)
-        except (Exception, SystemExit):
-            return None
-
-
-@cache
 def _module_dir(module: str) -> frozenset[str]:
-    loaded = _import_installed(module)
+    loaded = import_installed(module)
     try:
         return frozenset(dir(loaded)) if loaded is not None else frozenset()
     except Exception:

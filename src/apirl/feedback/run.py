@@ -46,7 +46,7 @@ from apirl.feedback.types import Answer, Sample, label, score
 from apirl.jsonl import iter_jsonl
 from apirl.models.config import GenerateConfig
 from apirl.models.generation import generate_batches, request_of
-from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_model
+from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
 from apirl.rundir import StageResult, file_sha256, run_stage, write_jsonl
 
 STAGE = "feedback"
@@ -67,14 +67,7 @@ def _progress(console: Console) -> Progress:
 
 def policy_source(config: RunConfig) -> ModelSource:
     """The policy to sample from: `feedback.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    spec = config.feedback.policy
-    if not spec:
-        model_dir = config.run_dir / "sft" / "model"
-        if not model_dir.is_dir():
-            raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a policy with "
-                             "--set feedback.policy=<model spec>", field="feedback.policy")
-        spec = str(model_dir)
-    return resolve_model(spec, Path(config.model.cache_dir) if config.model.cache_dir else None)
+    return resolve_or_sft(config.feedback.policy, config.run_dir, config.model.cache_dir, "feedback.policy")
 
 
 def _weights(source: ModelSource) -> Path | None:

@@ -38,9 +38,7 @@ import importlib.util
 import inspect
 import io
 import re
-import site
 import sys
-import sysconfig
 import tokenize
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,6 +51,7 @@ from typing import Any, NamedTuple
 from apirl.data.apidb import ApiDatabase, ApiRow
 from apirl.evaluate.binding import free_variables
 from apirl.evaluate.execution import ExecVerdict, runnable_code
+from apirl.evaluate.installed import NEVER_IMPORT, import_installed, is_installed
 from apirl.evaluate.kwarg_audit import ignored_pipeline_kwargs
 from apirl.feedback.questions import QUESTIONS, Question
 from apirl.feedback.types import Answer, Sample
@@ -61,8 +60,6 @@ JUDGE = "tools"
 
 _BUILTINS = frozenset(dir(builtins))
 # Modules whose import does something visible (opens a browser, prints, starts a GUI): never imported.
-_NEVER_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__", "turtle", "turtledemo", "tkinter",
-                           "idlelib", "webbrowser"})
 # Short names that stand for modules (`np.zeros` with no `import numpy as np` is a missing import).
 _MODULE_ALIASES = frozenset({"np", "pd", "plt", "tf", "nn", "F", "sf", "sns", "jnp", "optim", "mpimg", "cv2",
                              "transforms", "ipd", "st", "gr"})
@@ -118,44 +115,6 @@ def _parse(code: str) -> ast.Module | SyntaxError:
         return SyntaxError(f"{type(exc).__name__}: {exc}")
 
 
-@cache
-def _install_roots() -> tuple[Path, ...]:
-    """Where installed modules live: the standard library and the site-packages (not the working directory)."""
-    roots = {sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    try:
-        roots.update(site.getsitepackages())
-        roots.add(site.getusersitepackages())
-    except Exception:
-        pass
-    return tuple(Path(root).resolve() for root in roots if root)
-
-
-@cache
-def _is_installed(top: str) -> bool:
-    """Whether a top-level module is built in or installed, so that importing it runs no code of the project."""
-    try:
-        spec = importlib.util.find_spec(top)
-    except Exception:
-        return False
-    if spec is None:
-        return False
-    if spec.origin in ("built-in", "frozen"):
-        return True
-    locations = [spec.origin] if spec.origin else list(spec.submodule_search_locations or [])
-    return any(Path(location).resolve().is_relative_to(root) for location in locations for root in _install_roots())
-
-
-@cache
-def _import(module: str) -> ModuleType | None:
-    """An installed module, imported once with warnings silenced; None when it is not installed or fails."""
-    if module.split(".")[0] in _NEVER_IMPORT or not _is_installed(module.split(".")[0]):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return importlib.import_module(module)
-        except (Exception, SystemExit):
-            return None
 
 
 class _Lookup(NamedTuple):
@@ -173,11 +132,11 @@ def _lookup(dotted: str) -> _Lookup:
     """
     parts = dotted.split(".")
     top = parts[0]
-    if top in _NEVER_IMPORT:
+    if top in NEVER_IMPORT:
         return _Lookup("unknown", detail=f"{top} is never imported (side effects)")
-    if not _is_installed(top):
+    if not is_installed(top):
         return _Lookup("unknown", detail=f"module {top!r} is not installed")
-    obj: Any = _import(top)
+    obj: Any = import_installed(top)
     if obj is None:
         return _Lookup("unknown", detail=f"module {top!r} fails to import")
     for index, part in enumerate(parts[1:], start=2):
@@ -200,7 +159,7 @@ def _lookup(dotted: str) -> _Lookup:
             found = False
         if not found:
             return _Lookup("missing", detail=f"module {'.'.join(parts[:index - 1])!r} has no {part!r}")
-        obj = _import(prefix)
+        obj = import_installed(prefix)
         if obj is None:
             return _Lookup("unknown", detail=f"module {prefix!r} fails to import")
     return _Lookup("found", obj)
@@ -385,7 +344,7 @@ def _looks_imported(name: str, roles: set[str]) -> bool:
         return True
     if name[:1].isupper() and any(c.islower() for c in name) and "_" not in name:  # CamelCase: a class
         return True
-    return "attr" in roles and (name in _MODULE_ALIASES or _is_installed(name))
+    return "attr" in roles and (name in _MODULE_ALIASES or is_installed(name))
 
 
 def _import_problems(tree: ast.Module) -> tuple[list[str], list[str]]:
@@ -484,7 +443,7 @@ def _strip_framework(name: str) -> str:
 @cache
 def _auto_families() -> dict[str, frozenset[str]]:
     """transformers model class -> the Auto classes that load it (BertForMaskedLM -> {AutoModelForMaskedLM})."""
-    transformers = _import("transformers")
+    transformers = import_installed("transformers")
     families: dict[str, set[str]] = {}
     if transformers is None:
         return {}
@@ -512,7 +471,7 @@ def _families(class_name: str) -> frozenset[str]:
 @cache
 def _normalize_task(task: str) -> str | None:
     """transformers' name of a pipeline task ('sentiment-analysis' -> 'text-classification'); None if unknown."""
-    if _import("transformers.pipelines") is None:
+    if import_installed("transformers.pipelines") is None:
         return None
     from transformers.pipelines import check_task
 
@@ -525,7 +484,7 @@ def _normalize_task(task: str) -> str | None:
 @cache
 def _task_families(task: str) -> frozenset[str]:
     """The Auto classes a pipeline task loads its model with (fill-mask -> {AutoModelForMaskedLM})."""
-    if _import("transformers.pipelines") is None:
+    if import_installed("transformers.pipelines") is None:
         return frozenset()
     from transformers.pipelines import SUPPORTED_TASKS
 

@@ -234,3 +234,18 @@ def _load_error(source: ModelSource, exc: Exception) -> InputError:
     where = "the local directory" if source.local else "the Hugging Face hub or its local cache"
     return InputError(f"cannot load model {source.spec!r} from {where} ({source.location}): {first}",
                       field="model.name")
+
+
+def resolve_or_sft(spec: str, run_dir: Path, cache_dir: str, field: str) -> ModelSource:
+    """The model a later stage starts from: `spec` when set, else M_SFT in `<run_dir>/sft/model`. `field` is the
+    config key that names it, for the error when neither exists."""
+    if not spec:
+        model_dir = run_dir / "sft" / "model"
+        if not model_dir.is_dir():
+            raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a model with "
+                             f"--set {field}=<model spec>", field=field)
+        spec = str(model_dir)
+    try:
+        return resolve_model(spec, Path(cache_dir) if cache_dir else None)
+    except InputError as exc:
+        raise InputError(exc.reason, path=exc.path, field=field) from exc

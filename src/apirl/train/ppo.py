@@ -53,7 +53,7 @@ from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
 from apirl.models.generation import cut_at_stop
-from apirl.models.load import ModelSource, resolve_model
+from apirl.models.load import ModelSource, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
 from apirl.train import ppo_math
@@ -127,17 +127,7 @@ def load_reward(config: RunConfig, device: str) -> RewardFn:
 
 def policy_source(config: RunConfig) -> ModelSource:
     """`ppo.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    spec = config.ppo.policy
-    if not spec:
-        model_dir = config.run_dir / "sft" / "model"
-        if not model_dir.is_dir():
-            raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a policy with "
-                             "--set ppo.policy=<model spec>", field="ppo.policy")
-        spec = str(model_dir)
-    try:
-        return resolve_model(spec, Path(config.model.cache_dir) if config.model.cache_dir else None)
-    except InputError as exc:
-        raise InputError(exc.reason, path=exc.path, field="ppo.policy") from exc
+    return resolve_or_sft(config.ppo.policy, config.run_dir, config.model.cache_dir, "ppo.policy")
 
 
 @dataclass

@@ -43,7 +43,7 @@ from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.feedback.calibrate import GOLD, auc, calibration_samples
 from apirl.jsonl import iter_jsonl
-from apirl.models.load import ModelSource, default_device, resolve_model
+from apirl.models.load import ModelSource, default_device, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
 from apirl.train.checkpoints import checkpoint_to_resume, precision_kwargs
@@ -284,17 +284,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def base_source(config: RunConfig) -> ModelSource:
     """The model the reward model starts from: `reward.base`, else M_SFT in `runs/<name>/sft/model`."""
-    spec = config.reward.base
-    if not spec:
-        model_dir = config.run_dir / "sft" / "model"
-        if not model_dir.is_dir():
-            raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a base with "
-                             "--set reward.base=<model spec>", field="reward.base")
-        spec = str(model_dir)
-    try:
-        return resolve_model(spec, Path(config.model.cache_dir) if config.model.cache_dir else None)
-    except InputError as exc:
-        raise InputError(exc.reason, path=exc.path, field="reward.base") from exc
+    return resolve_or_sft(config.reward.base, config.run_dir, config.model.cache_dir, "reward.base")
 
 
 def _weights(source: ModelSource) -> list[Path]:
