@@ -9,6 +9,7 @@ import pytest
 
 from apirl.errors import InputError
 from apirl.train.ppo import rule_reward
+from smoke_helpers import smoke_config
 
 
 def test_rule_rewards() -> None:
@@ -30,13 +31,6 @@ def test_unknown_algorithm_is_a_clear_error(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------------------
 # The tiny random model.
-
-
-def smoke(real_data_dir: Path, runs: Path, name: str, *overrides: str):
-    from apirl.config import load_config
-
-    return load_config(Path(__file__).parents[1] / "configs" / "smoke.toml",
-                       [f'data.data_dir="{real_data_dir}"', f'runs_dir="{runs}"', f'name="{name}"', *overrides])
 
 
 def test_logprobs_line_up_with_a_manual_forward_pass() -> None:
@@ -79,7 +73,7 @@ def test_smoke_ppo_raises_a_rule_reward_with_a_bounded_kl(real_data_dir: Path, t
 
     """The smoke policy samples at temperature 0.05, so it is sharp enough that the tokens it tries differ in
     length, and `rule:long` (chars / 64) rewards the longer ones: 8 steps move the mean score up clearly."""
-    config = smoke(real_data_dir, tmp_path, "toy", "ppo.steps=8")
+    config = smoke_config(real_data_dir, tmp_path, "toy", "ppo.steps=8")
     result = run_ppo(config)
     log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == list(range(1, 9))
@@ -101,13 +95,13 @@ def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, t
     from apirl.train.checkpoints import last_checkpoint
     from apirl.train.ppo import run_ppo
 
-    straight = run_ppo(smoke(real_data_dir, tmp_path, "straight"))
+    straight = run_ppo(smoke_config(real_data_dir, tmp_path, "straight"))
 
     def kill_at_3(step: int) -> None:
         if step == 3:
             raise KeyboardInterrupt("killed at step 3")
 
-    config = smoke(real_data_dir, tmp_path, "killed")
+    config = smoke_config(real_data_dir, tmp_path, "killed")
     with pytest.raises(KeyboardInterrupt):
         run_ppo(config, on_step=kill_at_3)
     assert last_checkpoint(config.run_dir / "ppo" / "checkpoints").name == "checkpoint-2"

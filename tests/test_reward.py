@@ -13,6 +13,7 @@ import pytest
 
 from apirl.errors import InputError
 from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback, win_rate
+from smoke_helpers import KillAtStep, smoke_config
 
 
 def test_heldout_split_keeps_prompts_together_and_is_seeded() -> None:
@@ -97,27 +98,8 @@ def test_a_score_does_not_depend_on_the_batch_or_its_padding(tmp_path: Path) -> 
 # The smoke preset (tiny random Llama, real data) on a synthetic feedback stage: seconds per run.
 
 
-class KillAtStep:
-    """A TrainerCallback that dies after `step` optimizer steps, as a kill would (no checkpoint of that step)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"killed at step {self.step}")
-        return None
-
-
 def smoke(real_data_dir: Path, runs: Path, name: str, *overrides: str):
-    from apirl.config import load_config
-
-    return load_config(Path(__file__).parents[1] / "configs" / "smoke.toml",
-                       [f'data.data_dir="{real_data_dir}"', f'runs_dir="{runs}"', f'name="{name}"',
-                        'reward.base="tiny-random"', *overrides])
+    return smoke_config(real_data_dir, runs, name, 'reward.base="tiny-random"', *overrides)
 
 
 def write_feedback(config: Any, examples: int = 6) -> None:

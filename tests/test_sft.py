@@ -10,6 +10,7 @@ import pytest
 from apirl.errors import InputError
 from apirl.train.checkpoints import last_checkpoint
 from apirl.train.sft import load_pairs
+from smoke_helpers import KillAtStep, smoke_config
 
 
 def write_examples(path: Path, rows: list[dict]) -> Path:
@@ -49,28 +50,6 @@ def test_last_checkpoint_ignores_incomplete_ones(tmp_path: Path) -> None:
 # The smoke preset (tiny random Llama, real data): seconds per run.
 
 
-class KillAtStep:
-    """A TrainerCallback that dies after `step` optimizer steps, as a kill would (no checkpoint of that step)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"killed at step {self.step}")
-        return None
-
-
-def smoke(real_data_dir: Path, runs: Path, name: str, *overrides: str):
-    from apirl.config import load_config
-
-    return load_config(Path(__file__).parents[1] / "configs" / "smoke.toml",
-                       [f'data.data_dir="{real_data_dir}"', f'runs_dir="{runs}"', f'name="{name}"', *overrides])
-
-
 def weights(model_dir: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -85,7 +64,7 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
     from apirl.models.load import resolve_model
     from apirl.train.sft import run_sft
 
-    straight = run_sft(smoke(real_data_dir, tmp_path, "straight"))
+    straight = run_sft(smoke_config(real_data_dir, tmp_path, "straight"))
     summary = json.loads((straight.stage_dir / "summary.json").read_text())
     assert summary["steps"] == 6
     assert summary["precision"] == "fp32"  # TRL would turn on bf16 autocast on a CPU unless told otherwise
@@ -93,14 +72,14 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
     assert (straight.stage_dir / "tensorboard").is_dir()
     assert any((straight.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
-    config = smoke(real_data_dir, tmp_path, "killed")
+    config = smoke_config(real_data_dir, tmp_path, "killed")
     with pytest.raises(KeyboardInterrupt):
         run_sft(config, callbacks=[KillAtStep(3)])
     checkpoints = config.run_dir / "sft" / "checkpoints"
     assert last_checkpoint(checkpoints).name == "checkpoint-2"
     with pytest.raises(InputError, match="--resume"):
         run_sft(config)  # never silently throw away an interrupted run
-    changed = smoke(real_data_dir, tmp_path, "killed", "sft.learning_rate=0.01")
+    changed = smoke_config(real_data_dir, tmp_path, "killed", "sft.learning_rate=0.01")
     with pytest.raises(InputError, match="different config"):
         run_sft(changed, resume=True)  # nor continue it with other settings
     resumed = run_sft(config, resume=True)
@@ -121,7 +100,7 @@ def test_smoke_lora_sft_saves_a_merged_plain_checkpoint(real_data_dir: Path, tmp
     from apirl.models.load import load_model, resolve_model
     from apirl.train.sft import run_sft
 
-    config = smoke(real_data_dir, tmp_path, "lora", 'sft.method="lora"', "sft.max_steps=2")
+    config = smoke_config(real_data_dir, tmp_path, "lora", 'sft.method="lora"', "sft.max_steps=2")
     result = run_sft(config)
     summary = json.loads((result.stage_dir / "summary.json").read_text())
     assert summary["method"] == "lora" and 0 < summary["trainable_parameters"] < 200_000

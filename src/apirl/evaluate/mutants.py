@@ -512,7 +512,7 @@ def _attribute_targets(ctx: _Context) -> Iterator[_NameTarget]:
     groups: dict[tuple[str, str], list[ast.Attribute]] = {}
     stored: set[tuple[str, str]] = set()
     for node in ast.walk(ctx.tree):
-        if isinstance(node, ast.Attribute) and (prefix := _dotted(node.value)) in modules:
+        if isinstance(node, ast.Attribute) and (prefix := dotted_name(node.value)) in modules:
             key = (modules[prefix], node.attr)
             if isinstance(node.ctx, ast.Load):
                 groups.setdefault(key, []).append(node)
@@ -538,7 +538,7 @@ def _attribute_targets(ctx: _Context) -> Iterator[_NameTarget]:
                               f"attribute, {uses}")
 
 
-def _dotted(expr: ast.expr) -> str | None:
+def dotted_name(expr: ast.expr) -> str | None:
     """'a.b.c' for a chain of attributes on a name; None for anything else."""
     parts = []
     while isinstance(expr, ast.Attribute):

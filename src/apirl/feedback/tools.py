@@ -53,6 +53,7 @@ from apirl.evaluate.binding import free_variables
 from apirl.evaluate.execution import ExecVerdict, runnable_code
 from apirl.evaluate.installed import NEVER_IMPORT, import_installed, is_installed
 from apirl.evaluate.kwarg_audit import ignored_pipeline_kwargs
+from apirl.evaluate.mutants import dotted_name
 from apirl.feedback.questions import QUESTIONS, Question
 from apirl.feedback.types import Answer, Sample
 
@@ -169,17 +170,6 @@ def _lookup(dotted: str) -> _Lookup:
 # Facts about the code shared by the checks.
 
 
-def _dotted(expr: ast.expr) -> str | None:
-    """'a.b.c' for a chain of attributes on a name; None for anything else."""
-    parts = []
-    while isinstance(expr, ast.Attribute):
-        parts.append(expr.attr)
-        expr = expr.value
-    if not isinstance(expr, ast.Name):
-        return None
-    return ".".join([expr.id, *reversed(parts)])
-
-
 def _stored_names(tree: ast.AST) -> Iterator[str]:
     """Every name bound other than by an import (assignments, defs, parameters, loop and except targets)."""
     for node in ast.walk(tree):
@@ -269,7 +259,7 @@ def api_calls(tree: ast.AST) -> list[ApiCall]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        name = _dotted(node.func)
+        name = dotted_name(node.func)
         if name is None:
             continue
         root, _, rest = name.partition(".")
@@ -761,7 +751,7 @@ def check_arguments(code: str) -> Decision:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        name = _dotted(node.func)
+        name = dotted_name(node.func)
         root = name.split(".")[0] if name else None
         decision = Decision(None, f"{name or 'the callee'} cannot be imported")
         if name and root in imported:
