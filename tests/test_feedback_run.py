@@ -456,3 +456,34 @@ def test_smoke_feedback_stage_then_hybrid_resumes_after_a_killed_server_then_cal
     assert report["per_question"]["task"]["abstain_rate"] == 1.0
     assert report["judgments_made"] == report["judgments"] and report["seconds_per_1000_judgments"] > 0
     assert json.loads((stage / "calibration-tools.json").read_text())["auc"] == report["auc"]
+
+
+def test_calibration_with_execution_answers_logic_and_reuses_its_verdicts(
+        real_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`feedback.execute`: the harness runs every sample once; the tools judge answers "logic" from the verdict
+    (statically it always abstains) and the answers are cached apart from the static ones."""
+    runs = tmp_path / "runs"
+    args = ["feedback", "calibrate", "--judge", "tools", "--limit", "3",
+            *smoke(real_data_dir, runs, "feedback.execute=true", f'execution.hub_dir="{tmp_path / "hub"}"')]
+    report = invoke(args)
+    stage = runs / "smoke" / "feedback"
+    assert report["judge"] == "tools-exec" and report["execute"] is True
+    executions = [json.loads(line) for line in (stage / "calibration-executions-val.jsonl").read_text().splitlines()]
+    assert len(executions) == report["positives"] + report["negatives"]
+    assert report["per_question"]["logic"]["abstain_rate"] < 1.0
+    statuses = {row["verdict"]["status"] for row in executions}
+    from apirl.evaluate.execution import EXEC_STATUSES
+
+    assert len(statuses) > 1 and statuses <= set(EXEC_STATUSES)  # gold and mutants do not all end alike
+
+    import apirl.evaluate.exec_run as exec_run
+
+    def no_executor(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the rerun must reuse the verdicts")
+
+    monkeypatch.setattr(exec_run, "open_executor", no_executor)
+    again = invoke(args)
+    assert again["judgments_made"] == 0 and again["auc"] == report["auc"]
+    static = invoke(["feedback", "calibrate", "--judge", "tools", "--limit", "3", *smoke(real_data_dir, runs)])
+    assert static["judge"] == "tools" and static["per_question"]["logic"]["abstain_rate"] == 1.0
+    assert static["judgments_made"] == static["judgments"]  # not read from the exec-informed answers

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apirl.errors import InputError
-from apirl.train.ppo import rule_reward
+from apirl.train.rewards import rule_reward
 from smoke_helpers import smoke_config
 
 
@@ -18,15 +18,6 @@ def test_rule_rewards() -> None:
     assert short == [0.0, -1.0]
     with pytest.raises(InputError, match="unknown rule reward"):
         rule_reward("rule:nope")
-
-
-def test_unknown_algorithm_is_a_clear_error(tmp_path: Path) -> None:
-    from apirl.config import load_config
-    from apirl.train.ppo import run_rl
-
-    config = load_config(None, ['rl.algorithm="grpo"', f'runs_dir="{tmp_path}"'])
-    with pytest.raises(InputError, match="not implemented yet"):
-        run_rl(config)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -128,7 +119,7 @@ def test_smoke_lora_ppo_via_the_cli_saves_a_merged_checkpoint(real_data_dir: Pat
     from apirl.models.load import load_model, resolve_model
 
     config = Path(__file__).parents[1] / "configs" / "smoke.toml"
-    overrides = [f'data.data_dir="{real_data_dir}"', f'runs_dir="{tmp_path}"', 'ppo.method="lora"', "ppo.steps=2",
+    overrides = [f'data.data_dir="{real_data_dir}"', f'runs_dir="{tmp_path}"', 'rl.method="lora"', "ppo.steps=2",
                  "ppo.learning_rate=1e-3"]
     args = ["rl", "--config", str(config), "--json"] + [x for o in overrides for x in ("--set", o)]
     result = CliRunner().invoke(app, args)

@@ -384,9 +384,9 @@ def rl_cmd(
                                                         "discards checkpoints.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """RL fine-tuning of the policy against the reward model (`rl.algorithm`, only ppo so far); the policy lands in
-    runs/<name>/ppo/model, the per-step log in runs/<name>/ppo/log.jsonl."""
-    from apirl.train.ppo import run_rl
+    """RL fine-tuning of the policy: `rl.algorithm` = ppo, grpo, rloo (against the reward of [rl]) or dpo (on the
+    feedback's preference pairs). The policy lands in runs/<name>/<algorithm>/model, the log in log.jsonl beside."""
+    from apirl.train.rl import run_rl
 
     cfg = _config(config, set_)
     with redirect_stdout(sys.stderr):
@@ -397,9 +397,15 @@ def rl_cmd(
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return
     state = "up to date, skipped" if result.skipped else "trained"
+    if cfg.rl.algorithm == "dpo":
+        progress = (f"loss {summary.get('first_loss')} -> {summary.get('last_loss')}, held-out preference accuracy "
+                    f"{summary.get('heldout_preference_accuracy')}")
+    else:
+        key = "score" if cfg.rl.algorithm == "ppo" else "reward"
+        progress = (f"reward {summary.get(f'first_{key}')} -> {summary.get(f'last_{key}')}, "
+                    f"KL {summary.get('last_kl')}")
     console.print(f"{cfg.rl.algorithm} policy {state}: {result.stage_dir / 'model'} (steps {summary.get('steps')}, "
-                  f"score {summary.get('first_score')} -> {summary.get('last_score')}, "
-                  f"KL {summary.get('last_kl')})")
+                  f"{progress})")
 
 
 @contextmanager
@@ -454,7 +460,7 @@ def feedback_calibrate_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """AUC of a judge on the val split: gold answers (good) against their mutants (bad), per question and
-    mutant kind; writes runs/<name>/feedback/calibration-<judge>[-grounded].json."""
+    mutant kind; writes runs/<name>/feedback/calibration-<judge>[-grounded][-exec].json."""
     from apirl.feedback.calibrate import calibrate, calibration_path, print_calibration
 
     overrides = list(set_ or [])

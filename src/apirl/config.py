@@ -22,7 +22,7 @@ from apirl.errors import InputError
 from apirl.evaluate.config import EvalConfig, ExecConfig
 from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
-from apirl.train.config import PpoConfig, RewardModelConfig, RlConfig, SftConfig
+from apirl.train.config import DpoConfig, GrpoConfig, PpoConfig, RewardModelConfig, RlConfig, RlooConfig, SftConfig
 
 
 class RunConfig(StrictModel):
@@ -41,6 +41,9 @@ class RunConfig(StrictModel):
     reward: RewardModelConfig = RewardModelConfig()
     rl: RlConfig = RlConfig()
     ppo: PpoConfig = PpoConfig()
+    grpo: GrpoConfig = GrpoConfig()
+    rloo: RlooConfig = RlooConfig()
+    dpo: DpoConfig = DpoConfig()
 
     @property
     def run_dir(self) -> Path:

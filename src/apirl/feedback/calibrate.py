@@ -33,8 +33,8 @@ from apirl.evaluate.execution import runnable_code
 from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
 from apirl.evaluate.offline_hub import known_model_ids
 from apirl.feedback.cache import JudgmentCache
-from apirl.feedback.judges import judge_label, make_judge, questions_of
-from apirl.feedback.run import CACHE, STAGE, answer_stats, judge_samples, per_1000
+from apirl.feedback.judges import judge_label, make_judge, questions_of, uses_execution
+from apirl.feedback.run import CACHE, STAGE, answer_stats, execute_samples, judge_samples, per_1000
 from apirl.feedback.types import Answer, Sample, answer_weight, score
 from apirl.models.generation import request_of
 
@@ -133,13 +133,16 @@ def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, An
     samples = [sample for sample, _kind in items]
     kinds = [kind for _sample, kind in items]
     stage_dir = config.run_dir / STAGE
+    executions = stage_dir / f"calibration-executions-{fb.calibrate_split}.jsonl"
+    verdicts = execute_samples(config, data, samples, executions) if uses_execution(fb) else None
     with JudgmentCache(stage_dir / CACHE) as cache:
-        judge = make_judge(fb, data.api_db, cache, device=config.model.device or None)
+        judge = make_judge(fb, data.api_db, cache, device=config.model.device or None, exec_verdicts=verdicts)
         answers = judge_samples(judge, samples, console, what="calibrate")
         cache_stats = cache.stats()
     counts = judge.counts
     report = {
         "judge": judge_label(fb), "judge_model": judge.model, "grounding": fb.grounding and fb.judge != "tools",
+        "execute": uses_execution(fb),
         "split": fb.calibrate_split, "examples": len(examples), "examples_with_code": kinds.count(GOLD),
         "questions": [q.key for q in questions_of(fb)], "mutant_seed": config.execution.mutant_seed,
         **calibration_report(kinds, answers),

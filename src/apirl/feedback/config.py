@@ -16,7 +16,10 @@ class FeedbackConfig(StrictModel):
     `judge`: `tools` (program analysis, no LLM), `local` (an in-process LLM, `local_model`), `openai` (an
     OpenAI-compatible server: `openai_base_url` / `openai_model`, empty = APIRL_JUDGE_BASE_URL /
     APIRL_JUDGE_MODEL), or `hybrid` (the tools answer what they can decide, `hybrid_llm` the rest).
-    `grounding` adds the API database row of the model the code loads to an LLM judge's prompt.
+    `grounding` adds the API database row of the model the code loads to an LLM judge's prompt. `execute` runs
+    every sample's code in the executability harness (`[execution]`, its mode) before judging: the tools judge
+    (alone or in `hybrid`) then answers `logic` from the verdict and fills its abstentions on imports and
+    arguments; an LLM judge does not see the verdict.
 
     `policy` empty means M_SFT (`runs/<name>/sft/model`); any model spec of `apirl.models.load` works.
     `samples_per_prompt` completions are sampled per train prompt (`prompts_limit` > 0: a seeded subset of the
@@ -28,6 +31,7 @@ class FeedbackConfig(StrictModel):
     judge: Literal["tools", "local", "openai", "hybrid"] = "hybrid"
     hybrid_llm: Literal["local", "openai"] = "local"
     grounding: bool = False
+    execute: bool = False
     local_model: str = "smollm2-135m"
     local_batch_size: int = Field(8, ge=1)
     openai_base_url: str = ""

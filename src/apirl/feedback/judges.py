@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from apirl.data.apidb import ApiDatabase
+from apirl.evaluate.execution import ExecVerdict
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.local_judge import LocalJudge
@@ -74,18 +75,27 @@ def questions_of(config: FeedbackConfig) -> tuple[Question, ...]:
 
 def judge_label(config: FeedbackConfig) -> str:
     """A judge setting as a short name for reports and file names: tools, local, openai, hybrid-local,
-    hybrid-openai, with "-grounded" when an LLM judge reads the API database (the tools judge ignores it)."""
+    hybrid-openai, with "-grounded" when an LLM judge reads the API database (the tools judge ignores it) and
+    "-exec" when the tools read the executability harness's verdicts."""
     label = f"hybrid-{config.hybrid_llm}" if config.judge == "hybrid" else config.judge
-    return label + ("-grounded" if config.grounding and config.judge != TOOLS else "")
+    label += "-grounded" if config.grounding and config.judge != TOOLS else ""
+    return label + ("-exec" if uses_execution(config) else "")
+
+
+def uses_execution(config: FeedbackConfig) -> bool:
+    """Whether the harness's verdicts reach the answers: `execute` with a judge that includes the tools."""
+    return config.execute and config.judge in (TOOLS, "hybrid")
 
 
 class CachedTools:
     """The tools judge with every answer cached (cheap, but cached too so all judges behave alike)."""
 
     name = TOOLS
-    model = ""
 
     def __init__(self, tools: ToolsJudge, cache: JudgmentCache, questions: Sequence[Question]) -> None:
+        # The verdicts change the answers: cached apart ("exec:<mode>") from the static answers ("").
+        modes = sorted({verdict.mode for verdict in tools.exec_verdicts.values()})
+        self.model = f"exec:{','.join(modes)}" if modes else ""
         self.tools = tools
         self.cache = cache
         self.questions = tuple(questions)
@@ -95,7 +105,7 @@ class CachedTools:
         keys = [q.key for q in self.questions]
         out = []
         for sample in samples:
-            found = self.cache.get_many(TOOLS, "", keys, sample.instruction, sample.completion)
+            found = self.cache.get_many(TOOLS, self.model, keys, sample.instruction, sample.completion)
             answers = []
             for q in self.questions:
                 answer = found.get(q.key)
@@ -103,7 +113,7 @@ class CachedTools:
                     started = time.perf_counter()
                     answer = self.tools.answer(sample, q)
                     self.counts.seconds += time.perf_counter() - started
-                    self.cache.put(answer, "", sample.instruction, sample.completion)
+                    self.cache.put(answer, self.model, sample.instruction, sample.completion)
                     self.counts.made += 1
                 else:
                     self.counts.cached += 1
@@ -252,13 +262,14 @@ def _llm(config: FeedbackConfig, kind: str, api_db: ApiDatabase, device: str | N
 
 
 def make_judge(config: FeedbackConfig, api_db: ApiDatabase, cache: JudgmentCache, *,
-               device: str | None = None) -> Judge:
+               device: str | None = None, exec_verdicts: dict[str, ExecVerdict] | None = None) -> Judge:
     """The judge `config.judge` names, answering `config.questions` through `cache`. `device` places the local
-    LLM (None: cuda when available)."""
+    LLM (None: cuda when available); `exec_verdicts` (by sample id) reach the tools judge."""
     questions = questions_of(config)
+    tools = ToolsJudge(api_db, exec_verdicts)
     if config.judge == TOOLS:
-        return CachedTools(ToolsJudge(api_db), cache, questions)
+        return CachedTools(tools, cache, questions)
     if config.judge in ("local", "openai"):
         return CachedLLM(_llm(config, config.judge, api_db, device), cache, questions)
-    return HybridJudge(CachedTools(ToolsJudge(api_db), cache, questions),
+    return HybridJudge(CachedTools(tools, cache, questions),
                        CachedLLM(_llm(config, config.hybrid_llm, api_db, device), cache, questions))

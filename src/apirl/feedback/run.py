@@ -7,6 +7,7 @@ The stage writes into `runs/<name>/feedback/`:
   sampling fingerprint (policy and its weights' hash, sampling settings, seed, prompts); a rerun generates
   only what is missing. The finished file is reused by later runs with the same fingerprint, so changing the
   judge re-judges the same samples instead of drawing new ones.
+- `executions.jsonl` (with `execute`): each sample's executability verdict, reused by a rerun.
 - `judgments.sqlite`: the judgment cache (see `cache.py`); a killed run resumes without judging anything twice.
 - `feedback.jsonl`: per sample its answers (question, value, p_yes, judge, detail), its score S (the sum of
   answer weights, see `types.score`) and its label (S at or above `threshold`).
@@ -37,10 +38,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from apirl.config import RunConfig
+from apirl.data.dataset import GorillaData, load_gorilla
 from apirl.data.stage import prepare_data
 from apirl.errors import InputError
+from apirl.evaluate.execution import ExecVerdict, runnable_code
 from apirl.feedback.cache import JudgmentCache
-from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of
+from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
 from apirl.feedback.types import Answer, Sample, label, score
 from apirl.jsonl import iter_jsonl
@@ -55,6 +58,7 @@ FEEDBACK = "feedback.jsonl"
 PAIRS = "pairs.jsonl"
 SUMMARY = "summary.json"
 CACHE = "judgments.sqlite"
+EXECUTIONS = "executions.jsonl"
 # Samples per judge call: the step of the progress bar, and of an LLM server's request queue.
 JUDGE_CHUNK = 32
 _CALIBRATE_FIELDS = {"calibrate_split", "calibrate_limit"}
@@ -180,6 +184,38 @@ def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dic
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Execution (`feedback.execute`): the harness's verdict per sample, for the tools judge.
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
+
+
+def execute_samples(config: RunConfig, data: GorillaData, samples: Sequence[Sample], path: Path
+                    ) -> dict[str, ExecVerdict]:
+    """Each sample's executability verdict (in `execution.mode`), by sample id. Verdicts are kept in `path`
+    (JSONL, with the code's hash and the mode): a rerun runs only the snippets it has no verdict for."""
+    from apirl.evaluate.exec_run import open_executor, run_checks
+
+    mode = config.execution.mode
+    codes = {sample.sample_id: runnable_code(sample.completion) for sample in samples}
+    kept: dict[str, ExecVerdict] = {}
+    if path.is_file():
+        for _line, raw in iter_jsonl(path, what="executability verdicts"):
+            verdict = ExecVerdict(**raw["verdict"])
+            if verdict.key in codes and verdict.mode == mode and raw.get("code_sha") == _code_hash(codes[verdict.key]):
+                kept[verdict.key] = verdict
+    missing = {key: code for key, code in codes.items() if key not in kept}
+    if missing:
+        with open_executor(config, data) as executor:
+            for verdict in run_checks(executor, missing, mode, "execute samples"):
+                kept[verdict.key] = verdict
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, [{"code_sha": _code_hash(codes[key]), "verdict": kept[key].to_json()} for key in codes])
+    return kept
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Judging, labels and pairs.
 
 
@@ -254,9 +290,6 @@ def _judge_settings(config: RunConfig) -> dict[str, Any]:
 
 def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict[str, Any]:
     """Sample, judge and write the stage's files; returns the summary (also `summary.json`)."""
-    from apirl.data.apidb import load_api_database
-    from apirl.data.paths import resolve_data_dir
-
     fb = config.feedback
     started = time.perf_counter()
     source = policy_source(config)
@@ -264,9 +297,10 @@ def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict
     sample_rows, generation = sample_completions(config, source, prompts, stage_dir, console)
     samples = [Sample(row["sample_id"], request_of(row["prompt"]), row["completion"]) for row in sample_rows]
 
-    api_db = load_api_database(resolve_data_dir(config.data.data_dir).api_db)
+    data = load_gorilla(config.data)
+    verdicts = execute_samples(config, data, samples, stage_dir / EXECUTIONS) if uses_execution(fb) else None
     with JudgmentCache(stage_dir / CACHE) as cache:
-        judge = make_judge(fb, api_db, cache, device=config.model.device or None)
+        judge = make_judge(fb, data.api_db, cache, device=config.model.device or None, exec_verdicts=verdicts)
         answers = judge_samples(judge, samples, console)
         cache_stats = cache.stats()
     rows = [feedback_row(row, row_answers, fb.threshold) for row, row_answers in zip(sample_rows, answers, strict=True)]
@@ -287,6 +321,7 @@ def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict
         "label_rate": round(sum(row["label"] for row in rows) / len(rows), 4) if rows else None,
         "mean_score": round(sum(row["score"] for row in rows) / len(rows), 4) if rows else None,
         "pairs": len(pairs), "prompts_tied": ties,
+        "executable_rate": (round(sum(v.ok for v in verdicts.values()) / len(verdicts), 4) if verdicts else None),
         **answer_stats(answers),
         "cache": cache_stats, "wall_seconds": round(time.perf_counter() - started, 1),
     }

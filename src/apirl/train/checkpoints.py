@@ -1,4 +1,5 @@
-"""What every training stage shares: finding the checkpoint to resume, guarding it, and the precision flags.
+"""What every training stage shares: finding the checkpoint to resume, guarding it, the precision flags and the
+Trainer arguments that mean the same in every stage.
 
 A stage keeps its Trainer checkpoints in `<stage>/checkpoints/` with the stage's fingerprint (config, seed, input
 hashes) stamped beside them. A rerun refuses to continue checkpoints that another config wrote, and refuses to
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
+from apirl.train.config import TrainerFields
 
 FINGERPRINT = "apirl-fingerprint.json"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
@@ -49,3 +52,65 @@ def precision_kwargs(choice: str) -> dict[str, bool]:
 
     gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return {"bf16": choice == "bf16" or (choice == "auto" and gpu_bf16)}
+
+
+def base_trainer_kwargs(stage_dir: Path, seed: int, precision: str) -> dict[str, Any]:
+    """The TrainingArguments every Trainer-run stage sets the same way: checkpoints in `<stage>/checkpoints`,
+    TensorBoard in `<stage>/tensorboard`, the run's seed for the model and the data order, the CPU when there is
+    no GPU, and the precision said explicitly (see `precision_kwargs`)."""
+    import torch
+
+    return dict(
+        output_dir=str(stage_dir / CHECKPOINTS_DIR),
+        logging_dir=str(stage_dir / "tensorboard"),
+        report_to=["tensorboard"],
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        **precision_kwargs(precision),
+    )
+
+
+def trainer_kwargs(table: TrainerFields, stage_dir: Path, seed: int, has_eval: bool) -> dict[str, Any]:
+    """`base_trainer_kwargs` plus the optimizer, schedule, logging and checkpoint keys of a `TrainerFields`
+    table (`[sft]`, `[reward]`, `[dpo]`), which mean the same thing in each."""
+    return dict(
+        **base_trainer_kwargs(stage_dir, seed, table.precision),
+        num_train_epochs=table.epochs,
+        max_steps=table.max_steps,
+        per_device_train_batch_size=table.batch_size,
+        per_device_eval_batch_size=table.batch_size,
+        gradient_accumulation_steps=table.gradient_accumulation_steps,
+        learning_rate=table.learning_rate,
+        lr_scheduler_type=table.lr_scheduler,
+        warmup_ratio=table.warmup_ratio,
+        weight_decay=table.weight_decay,
+        max_grad_norm=table.max_grad_norm,
+        logging_steps=table.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=table.eval_steps,
+        save_strategy="steps",
+        save_steps=table.save_steps,
+        save_total_limit=table.save_total_limit,
+        gradient_checkpointing=table.gradient_checkpointing,
+    )
+
+
+def save_final_model(model: Any, tokenizer: Any, model_dir: Path, merge_lora: bool) -> None:
+    """The trained model as a plain checkpoint any stage loads (`apirl generate --model DIR`): LoRA adapters
+    merged into the weights, the tokenizer beside it with left padding (generation's side)."""
+    final = model.merge_and_unload() if merge_lora else model
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    final.save_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(model_dir)
+
+
+def write_log_history(path: Path, log_history: list[dict[str, Any]]) -> None:
+    """A Trainer's `state.log_history`, one JSON line per logged step."""
+    with path.open("w", encoding="utf-8") as handle:
+        for entry in log_history:
+            handle.write(json.dumps(entry) + "\n")

@@ -53,11 +53,13 @@ from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
 from apirl.models.generation import cut_at_stop
-from apirl.models.load import ModelSource, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
 from apirl.train import ppo_math
-from apirl.train.checkpoints import checkpoint_to_resume
+from apirl.train.checkpoints import checkpoint_to_resume, save_final_model
+from apirl.train.config import lora_config
+from apirl.train.rewards import combine, reward_terms
+from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, rl_stage_config
 
 STAGE = "ppo"
 MODEL_DIR = "model"
@@ -66,68 +68,11 @@ LOG = "log.jsonl"
 STATE_FILE = "state.pt"
 DONE_FILE = "trainer_state.json"  # written last in a checkpoint: `last_checkpoint` trusts only complete ones
 
-RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 StepHook = Callable[[int], None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Rewards
-
-
-def _short(prompt: str, response: str) -> float:
-    return -min(len(response), 64) / 64
-
-
-def _long(prompt: str, response: str) -> float:
-    return min(len(response), 64) / 64
-
-
-RULE_REWARDS: dict[str, Callable[[str, str], float]] = {"short": _short, "long": _long}
-
-
-def rule_reward(spec: str) -> RewardFn:
-    """A built-in reward by name: `rule:short` (-chars/64, capped), `rule:long` (+chars/64, capped) or
-    `rule:contains:<text>` (1.0 when the response contains text, else 0). Cheap stand-ins for a reward model, so
-    the recipe can be tested in seconds on a task whose optimum is known."""
-    name = spec.removeprefix("rule:")
-    if name.startswith("contains:"):
-        needle = name.removeprefix("contains:")
-        if not needle:
-            raise InputError("rule:contains: needs a text after it", field="ppo.reward_model")
-        return lambda prompts, responses: [float(needle in r) for r in responses]
-    if name not in RULE_REWARDS:
-        raise InputError(f"unknown rule reward {spec!r}; known: "
-                         f"{', '.join(f'rule:{n}' for n in RULE_REWARDS)}, rule:contains:<text>",
-                         field="ppo.reward_model")
-    rule = RULE_REWARDS[name]
-    return lambda prompts, responses: [rule(p, r) for p, r in zip(prompts, responses, strict=True)]
-
-
-def reward_model_path(config: RunConfig) -> str:
-    """`ppo.reward_model`, or the reward stage's model when empty."""
-    return config.ppo.reward_model or str(config.run_dir / "reward" / "model")
-
-
-def load_reward(config: RunConfig, device: str) -> RewardFn:
-    spec = reward_model_path(config)
-    if spec.startswith("rule:"):
-        return rule_reward(spec)
-    from apirl.train.reward import RewardModel
-
-    if not Path(spec).is_dir():
-        raise InputError(f"no reward model at {spec}: run `apirl reward` first, or set ppo.reward_model",
-                         field="ppo.reward_model")
-    model = RewardModel.load(spec, device)
-    return lambda prompts, responses: model.score(prompts, responses, config.ppo.reward_batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Models
-
-
-def policy_source(config: RunConfig) -> ModelSource:
-    """`ppo.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(config.ppo.policy, config.run_dir, config.model.cache_dir, "ppo.policy")
 
 
 @dataclass
@@ -163,16 +108,13 @@ def load_models(config: RunConfig, device: str) -> Models:
         policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
-                         field="ppo.policy") from exc
+                         field="rl.policy") from exc
     policy.to(device)
     reference = None
-    if config.ppo.method == "lora":
-        from peft import LoraConfig, get_peft_model
+    if config.rl.method == "lora":
+        from peft import get_peft_model
 
-        ppo = config.ppo
-        policy = get_peft_model(policy, LoraConfig(
-            r=ppo.lora_r, lora_alpha=ppo.lora_alpha, lora_dropout=ppo.lora_dropout,
-            target_modules=ppo.lora_target_modules, task_type="CAUSAL_LM"))
+        policy = get_peft_model(policy, lora_config(config.rl))
     else:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
     policy.eval()  # no dropout: see the module docstring
@@ -186,19 +128,6 @@ def load_models(config: RunConfig, device: str) -> Models:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rollouts
-
-
-def load_prompts(path: Path) -> list[str]:
-    """The plain-format prompts of a data-stage split."""
-    prompts = []
-    for line, raw in iter_jsonl(path, what="data-stage examples"):
-        prompt = raw.get("prompt")
-        if not isinstance(prompt, str):
-            raise InputError("expected a string", path=path, line=line, field="prompt")
-        prompts.append(prompt)
-    if len(prompts) < 2:
-        raise InputError(f"PPO needs at least 2 prompts, found {len(prompts)}", path=path)
-    return prompts
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -455,7 +384,6 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
     torch.manual_seed(config.seed)
     models = load_models(config, device)
-    reward_fn = load_reward(config, device)
     optimizers = [
         torch.optim.AdamW([p for p in models.policy.parameters() if p.requires_grad], lr=ppo.learning_rate,
                           weight_decay=0.0),
@@ -470,15 +398,19 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
     log = [e for e in kept if e["step"] <= start]
     writer = SummaryWriter(str(stage_dir / "tensorboard"), purge_step=start + 1 if start else None)
     started = time.perf_counter()
-    with log_path.open("w", encoding="utf-8") as handle:
+    # The reward's executability sandbox, when it has one, lives as long as the loop.
+    with reward_terms(config, device) as terms, log_path.open("w", encoding="utf-8") as handle:
         for entry in log:
             handle.write(json.dumps(entry) + "\n")
         for step in range(start, ppo.steps):
             generator = torch.Generator(device=device).manual_seed(step_seed(config.seed, step))
             batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, config.seed, step), config,
                             generator)
-            scores = torch.tensor(reward_fn(batch.prompts, batch.texts), dtype=torch.float32, device=device)
+            totals, term_means = combine(terms, batch.prompts, batch.texts)
+            scores = torch.tensor(totals, dtype=torch.float32, device=device)
             stats = ppo_step(models, batch, scores, config, kl_ctl, optimizers, generator)
+            if len(terms) > 1:
+                stats.update({f"reward_{name}": value for name, value in term_means.items()})
             entry = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}}
             log.append(entry)
             handle.write(json.dumps(entry) + "\n")
@@ -491,16 +423,12 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
                 on_step(step + 1)
     writer.close()
 
-    final = models.policy.merge_and_unload() if ppo.method == "lora" else models.policy
-    model_dir = stage_dir / MODEL_DIR
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    final.save_pretrained(model_dir)
-    models.tokenizer.save_pretrained(model_dir)
+    save_final_model(models.policy, models.tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
     torch.save(models.value_head.state_dict(), stage_dir / "value_head.pt")
     window = max(1, len(log) // 4)
     summary = {
-        "policy": policy_source(config).spec, "reward_model": reward_model_path(config), "method": ppo.method,
+        "algorithm": "ppo", "policy": policy_source(config).spec, "reward": reward_summary(config),
+        "method": config.rl.method,
         "steps": len(log), "resumed_from": resume_from.name if resume_from else None,
         "first_score": sum(e["score"] for e in log[:window]) / window,
         "last_score": sum(e["score"] for e in log[-window:]) / window,
@@ -515,20 +443,11 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
 def run_ppo(config: RunConfig, *, resume: bool = False, force: bool = False,
             on_step: StepHook | None = None) -> StageResult:
     """The PPO stage: prepares the data stage if needed, then trains unless an identical run finished."""
-    from apirl.data.stage import prepare_data
-
-    data = prepare_data(config)
-    source = policy_source(config)
-    reward_spec = reward_model_path(config)
-    inputs = [data.stage_dir / "train.jsonl"]
-    if source.local:
-        inputs += sorted(Path(source.location).glob("*.safetensors"))
-    if not reward_spec.startswith("rule:"):
-        inputs += sorted(Path(reward_spec).glob("*.safetensors"))
+    inputs = online_inputs(config)
     stage_dir = config.run_dir / STAGE
     if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
         shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    stage_config = {"ppo": config.ppo.model_dump(mode="json"), "policy": source.spec, "reward_model": reward_spec}
+    stage_config = {"ppo": config.ppo.model_dump(mode="json"), **rl_stage_config(config)}
 
     def work(directory: Path) -> list[Path]:
         train_ppo(config, directory, resume=resume, on_step=on_step,
@@ -536,12 +455,3 @@ def run_ppo(config: RunConfig, *, resume: bool = False, force: bool = False,
         return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
 
     return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
-
-
-def run_rl(config: RunConfig, *, resume: bool = False, force: bool = False,
-           on_step: StepHook | None = None) -> StageResult:
-    """`apirl rl`: the algorithm of `rl.algorithm` (only ppo so far)."""
-    if config.rl.algorithm != "ppo":
-        raise InputError(f"rl.algorithm = {config.rl.algorithm!r} is not implemented yet; use 'ppo'",
-                         field="rl.algorithm")
-    return run_ppo(config, resume=resume, force=force, on_step=on_step)

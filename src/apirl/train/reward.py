@@ -46,11 +46,11 @@ from apirl.jsonl import iter_jsonl
 from apirl.models.load import ModelSource, default_device, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
-from apirl.train.checkpoints import checkpoint_to_resume, precision_kwargs
+from apirl.train.checkpoints import CHECKPOINTS_DIR, checkpoint_to_resume, trainer_kwargs
+from apirl.train.config import lora_config
 
 STAGE = "reward"
 MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
 LOG_HISTORY = "log_history.jsonl"
 # Beside the weights: the kind and the max_length the model was trained with, read by `RewardModel.load`.
 METADATA = "apirl-reward.json"
@@ -319,48 +319,7 @@ def load_base(source: ModelSource, seed: int) -> tuple[Any, Any, list[str]]:
 
 def _training_kwargs(config: RunConfig, stage_dir: Path, has_eval: bool) -> dict[str, Any]:
     """The TrainingArguments both kinds share (TRL's RewardConfig is a TrainingArguments)."""
-    import torch
-
-    reward = config.reward
-    return dict(
-        output_dir=str(stage_dir / CHECKPOINTS_DIR),
-        logging_dir=str(stage_dir / "tensorboard"),
-        report_to=["tensorboard"],
-        seed=config.seed,
-        data_seed=config.seed,
-        num_train_epochs=reward.epochs,
-        max_steps=reward.max_steps,
-        per_device_train_batch_size=reward.batch_size,
-        per_device_eval_batch_size=reward.batch_size,
-        gradient_accumulation_steps=reward.gradient_accumulation_steps,
-        learning_rate=reward.learning_rate,
-        lr_scheduler_type=reward.lr_scheduler,
-        warmup_ratio=reward.warmup_ratio,
-        weight_decay=reward.weight_decay,
-        max_grad_norm=reward.max_grad_norm,
-        logging_steps=reward.logging_steps,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=reward.eval_steps,
-        save_strategy="steps",
-        save_steps=reward.save_steps,
-        save_total_limit=reward.save_total_limit,
-        gradient_checkpointing=reward.gradient_checkpointing,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-        **precision_kwargs(reward.precision),
-    )
-
-
-def _peft_config(config: RunConfig) -> Any:
-    """LoRA on the body; task SEQ_CLS makes PEFT train the (fresh) `score` head in full as well."""
-    if config.reward.method != "lora":
-        return None
-    from peft import LoraConfig
-
-    reward = config.reward
-    return LoraConfig(r=reward.lora_r, lora_alpha=reward.lora_alpha, lora_dropout=reward.lora_dropout,
-                      target_modules=reward.lora_target_modules, task_type="SEQ_CLS")
+    return trainer_kwargs(config.reward, stage_dir, config.seed, has_eval)
 
 
 def bce_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
@@ -399,7 +358,7 @@ def _classifier_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenize
         return Dataset.from_list([{"input_ids": encode(tokenizer, r["prompt"], r["completion"])[-max_length:],
                                    "label": float(r["label"])} for r in rows])
 
-    peft = _peft_config(config)
+    peft = lora_config(config.reward, "SEQ_CLS")
     return Trainer(
         model=get_peft_model(model, peft) if peft is not None else model,
         args=TrainingArguments(**_training_kwargs(config, stage_dir, has_eval=bool(heldout_rows)),
@@ -435,7 +394,7 @@ def _pairwise_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenizer:
         train_dataset=dataset(train_pairs),
         eval_dataset=dataset(heldout_pairs) if heldout_pairs else None,
         processing_class=tokenizer,
-        peft_config=_peft_config(config),
+        peft_config=lora_config(config.reward, "SEQ_CLS"),
         callbacks=list(callbacks),
     )
 

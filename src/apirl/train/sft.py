@@ -27,11 +27,11 @@ from apirl.jsonl import iter_jsonl
 from apirl.models.load import resolve_model
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
-from apirl.train.checkpoints import checkpoint_to_resume, precision_kwargs
+from apirl.train.checkpoints import CHECKPOINTS_DIR, checkpoint_to_resume, trainer_kwargs
+from apirl.train.config import lora_config
 
 STAGE = "sft"
 MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
 LOG_HISTORY = "log_history.jsonl"
 
 
@@ -58,49 +58,8 @@ def load_pairs(path: Path, limit: int, seed: int) -> tuple[list[dict[str, str]],
 def _trainer_args(config: RunConfig, stage_dir: Path, has_eval: bool) -> Any:
     from trl import SFTConfig
 
-    sft = config.sft
-    import torch
-
-    return SFTConfig(
-        output_dir=str(stage_dir / CHECKPOINTS_DIR),
-        logging_dir=str(stage_dir / "tensorboard"),
-        report_to=["tensorboard"],
-        seed=config.seed,
-        data_seed=config.seed,
-        num_train_epochs=sft.epochs,
-        max_steps=sft.max_steps,
-        per_device_train_batch_size=sft.batch_size,
-        per_device_eval_batch_size=sft.batch_size,
-        gradient_accumulation_steps=sft.gradient_accumulation_steps,
-        learning_rate=sft.learning_rate,
-        lr_scheduler_type=sft.lr_scheduler,
-        warmup_ratio=sft.warmup_ratio,
-        weight_decay=sft.weight_decay,
-        max_grad_norm=sft.max_grad_norm,
-        max_length=sft.max_length,
-        completion_only_loss=True,
-        logging_steps=sft.logging_steps,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=sft.eval_steps,
-        save_strategy="steps",
-        save_steps=sft.save_steps,
-        save_total_limit=sft.save_total_limit,
-        gradient_checkpointing=sft.gradient_checkpointing,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
-        **precision_kwargs(sft.precision),
-    )
-
-
-def _peft_config(config: RunConfig) -> Any:
-    if config.sft.method != "lora":
-        return None
-    from peft import LoraConfig
-
-    sft = config.sft
-    return LoraConfig(r=sft.lora_r, lora_alpha=sft.lora_alpha, lora_dropout=sft.lora_dropout,
-                      target_modules=sft.lora_target_modules, task_type="CAUSAL_LM")
+    return SFTConfig(**trainer_kwargs(config.sft, stage_dir, config.seed, has_eval),
+                     max_length=config.sft.max_length, completion_only_loss=True)
 
 
 def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
@@ -136,7 +95,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
         processing_class=tokenizer,
-        peft_config=_peft_config(config),
+        peft_config=lora_config(config.sft),
         callbacks=list(callbacks),
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

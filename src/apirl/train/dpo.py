@@ -1,0 +1,127 @@
+"""DPO through TRL: the policy learns straight from the feedback stage's preference pairs (`pairs.jsonl`: per
+prompt, the judges' higher- and lower-scored completion), with no reward model and no sampling during training.
+
+The loss (`loss_type = "sigmoid"`, Rafailov et al. 2023) is -log sigmoid(beta * (log-ratio of the chosen
+completion - log-ratio of the rejected one)), each log-ratio taken against the frozen reference, M_SFT (with LoRA
+the same weights with the adapters off). A seeded `heldout_fraction` of the prompts is kept out of training; the
+Trainer's evaluation on them gives the preference accuracy (`eval_rewards/accuracies`: how often the policy's
+implicit reward ranks the judges' choice first) and margin.
+
+Outputs in `runs/<name>/dpo/`: `log.jsonl`, `tensorboard/`, `summary.json`, `model/` (LoRA merged).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from apirl.config import RunConfig
+from apirl.errors import InputError
+from apirl.rundir import StageResult, run_stage
+from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    checkpoint_to_resume,
+    save_final_model,
+    trainer_kwargs,
+    write_log_history,
+)
+from apirl.train.config import lora_config
+from apirl.train.reward import heldout_examples, load_preferences
+from apirl.train.rl import policy_inputs, policy_source, rl_stage_config
+
+STAGE = "dpo"
+MODEL_DIR = "model"
+LOG = "log.jsonl"
+
+
+def pairs_path(config: RunConfig) -> Path:
+    return config.run_dir / "feedback" / "pairs.jsonl"
+
+
+def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
+              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the policy with DPO on the preference pairs; returns the summary (also `summary.json`)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from apirl.models.load import load_tokenizer
+
+    dpo = config.dpo
+    pairs = load_preferences(pairs_path(config))
+    heldout = heldout_examples([p["example_id"] for p in pairs], dpo.heldout_fraction, config.seed)
+    train_pairs = [p for p in pairs if p["example_id"] not in heldout]
+    heldout_pairs = [p for p in pairs if p["example_id"] in heldout]
+    if not train_pairs:
+        raise InputError(f"no preference pairs left to train on in {pairs_path(config)} after holding out "
+                         f"{len(heldout)} prompts", field="dpo.heldout_fraction")
+
+    checkpoints = stage_dir / CHECKPOINTS_DIR
+    resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
+    source = policy_source(config)
+    tokenizer = load_tokenizer(source)
+    try:
+        policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
+                         field="rl.policy") from exc
+
+    def dataset(rows: Sequence[dict[str, str]]) -> Any:
+        return Dataset.from_list([{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows])
+
+    args = DPOConfig(**trainer_kwargs(dpo, stage_dir, config.seed, has_eval=bool(heldout_pairs)),
+                     beta=dpo.beta, loss_type=[dpo.loss_type], max_length=dpo.max_length)
+    trainer = DPOTrainer(
+        model=policy,
+        args=args,
+        train_dataset=dataset(train_pairs),
+        eval_dataset=dataset(heldout_pairs) if heldout_pairs else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(config.rl),
+        callbacks=list(callbacks),
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_eval = trainer.evaluate() if heldout_pairs else {}
+
+    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
+    write_log_history(stage_dir / LOG, trainer.state.log_history)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    summary = {
+        "algorithm": "dpo", "policy": source.spec, "method": config.rl.method,
+        "train_pairs": len(train_pairs), "heldout_pairs": len(heldout_pairs),
+        "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0.0, 3),
+        "resumed_from": resume_from.name if resume_from else None,
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss, "eval_loss": final_eval.get("eval_loss"),
+        "heldout_preference_accuracy": final_eval.get("eval_rewards/accuracies"),
+        "heldout_reward_margin": final_eval.get("eval_rewards/margins"),
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+    }
+    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(checkpoints)
+    return summary
+
+
+def run_dpo(config: RunConfig, *, resume: bool = False, force: bool = False,
+            callbacks: Sequence[Any] = ()) -> StageResult:
+    """The DPO stage (`runs/<name>/dpo/`): trains unless an identical run finished on the same pairs."""
+    pairs = pairs_path(config)
+    if not pairs.is_file():
+        raise InputError(f"no preference pairs at {pairs}: run `apirl feedback` first", path=pairs)
+    inputs = [pairs, *policy_inputs(config)]
+    stage_dir = config.run_dir / STAGE
+    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
+        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+    stage_config = {"dpo": config.dpo.model_dump(mode="json"), **rl_stage_config(config)}
+
+    def work(directory: Path) -> list[Path]:
+        train_dpo(config, directory, resume=resume, callbacks=callbacks,
+                  fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
+        return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
+
+    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)

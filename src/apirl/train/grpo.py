@@ -1,0 +1,171 @@
+"""GRPO and RLOO through TRL: the policy samples a group of `num_generations` completions per train prompt, the
+reward of `[rl]` scores them (`apirl.train.rewards`: reward model, tools judge, executability, each a TRL reward
+function with its weight), and each completion's advantage is its reward against the rest of its group: the
+group mean, divided by a standard deviation (GRPO, `[grpo]`), or the mean of the *other* completions (RLOO,
+`[rloo]`). No value function, unlike PPO.
+
+Both trainers sample with `model.generate` from plain-format prompts (`###Instruction: ...\\n###Output:`), so a
+completion ends at M_SFT's EOS or at `max_completion_length`. With LoRA (`rl.method = "lora"`) the reference of
+the KL term is the policy with its adapters disabled; with `beta = 0` there is no reference at all.
+
+Outputs in `runs/<name>/<grpo|rloo>/`: `log.jsonl` (the Trainer's log history: reward per term, KL, entropy,
+clip ratio, completion length...), `tensorboard/`, `summary.json`, `model/` (LoRA merged). Checkpoints every
+`save_steps` in `checkpoints/`; `--resume` continues from the last one (the Trainer restores the optimizer,
+scheduler and RNG states).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from apirl.config import RunConfig
+from apirl.errors import InputError
+from apirl.rundir import StageResult, run_stage
+from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    base_trainer_kwargs,
+    checkpoint_to_resume,
+    save_final_model,
+    write_log_history,
+)
+from apirl.train.config import GroupFields, lora_config
+from apirl.train.rewards import reward_terms, trl_reward_funcs
+from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, rl_stage_config
+
+MODEL_DIR = "model"
+LOG = "log.jsonl"
+
+
+def group_table(config: RunConfig) -> GroupFields:
+    """The `[grpo]` or `[rloo]` table, whichever `rl.algorithm` names."""
+    return config.grpo if config.rl.algorithm == "grpo" else config.rloo
+
+
+def trainer_args(config: RunConfig, stage_dir: Path) -> Any:
+    """TRL's GRPOConfig / RLOOConfig from the table. One optimizer step = `prompts_per_step * num_generations`
+    completions, split into `gradient_accumulation_steps` micro-batches."""
+    algorithm = config.rl.algorithm
+    table = group_table(config)
+    completions = table.prompts_per_step * table.num_generations
+    common = dict(
+        **base_trainer_kwargs(stage_dir, config.seed, table.precision),
+        max_steps=table.steps,
+        per_device_train_batch_size=completions // table.gradient_accumulation_steps,
+        gradient_accumulation_steps=table.gradient_accumulation_steps,
+        num_generations=table.num_generations,
+        max_completion_length=table.max_completion_length,
+        temperature=table.temperature,
+        top_p=table.top_p,
+        learning_rate=table.learning_rate,
+        lr_scheduler_type=table.lr_scheduler,
+        warmup_ratio=table.warmup_ratio,
+        max_grad_norm=table.max_grad_norm,
+        beta=table.beta,
+        epsilon=table.epsilon,
+        num_iterations=table.num_iterations,
+        mask_truncated_completions=table.mask_truncated_completions,
+        logging_steps=table.logging_steps,
+        save_strategy="steps",
+        save_steps=table.save_steps,
+        save_total_limit=table.save_total_limit,
+        gradient_checkpointing=table.gradient_checkpointing,
+    )
+    if algorithm == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig(**common, scale_rewards=config.grpo.scale_rewards, loss_type=config.grpo.loss_type)
+    from trl import RLOOConfig
+
+    return RLOOConfig(**common, normalize_advantages=config.rloo.normalize_advantages)
+
+
+def _mean_of(log: Sequence[dict[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in log if key in entry]
+    return sum(values) / len(values) if values else None
+
+
+def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
+                fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run GRPO or RLOO and save the final policy into `stage_dir/model`; returns the summary (also
+    `summary.json`)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from apirl.models.load import default_device, load_tokenizer
+
+    algorithm = config.rl.algorithm
+    prompts = load_prompts(config.run_dir / "data" / "train.jsonl")
+    checkpoints = stage_dir / CHECKPOINTS_DIR
+    resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
+    source = policy_source(config)
+    tokenizer = load_tokenizer(source)  # left padding, as TRL requires for sampling
+    try:
+        policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
+                         field="rl.policy") from exc
+    if algorithm == "grpo":
+        from trl import GRPOTrainer as Trainer
+    else:
+        from trl import RLOOTrainer as Trainer
+
+    started = time.perf_counter()
+    with reward_terms(config, default_device()) as terms:
+        funcs, weights = trl_reward_funcs(terms)
+        args = trainer_args(config, stage_dir)
+        args.reward_weights = weights
+        trainer = Trainer(
+            model=policy,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+            processing_class=tokenizer,
+            peft_config=lora_config(config.rl),
+            callbacks=list(callbacks),
+        )
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
+    log = [entry for entry in trainer.state.log_history if "reward" in entry]
+    write_log_history(stage_dir / LOG, trainer.state.log_history)
+    window = max(1, len(log) // 4)
+    summary = {
+        "algorithm": algorithm, "policy": source.spec, "reward": reward_summary(config), "method": config.rl.method,
+        "steps": trainer.state.global_step, "resumed_from": resume_from.name if resume_from else None,
+        "first_reward": _mean_of(log[:window], "reward"), "last_reward": _mean_of(log[-window:], "reward"),
+        "last_kl": log[-1].get("kl") if log else None,
+        "mean_completion_length": _mean_of(log, "completions/mean_length"),
+        "train_seconds_this_run": round(time.perf_counter() - started, 1),
+    }
+    for term in terms:
+        key = f"rewards/{term.name}/mean"
+        summary[f"first_{term.name}"] = _mean_of(log[:window], key)
+        summary[f"last_{term.name}"] = _mean_of(log[-window:], key)
+    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(checkpoints)
+    return summary
+
+
+def run_group(config: RunConfig, *, resume: bool = False, force: bool = False,
+              callbacks: Sequence[Any] = ()) -> StageResult:
+    """The GRPO or RLOO stage (`runs/<name>/<algorithm>/`): trains unless an identical run finished."""
+    algorithm = config.rl.algorithm
+    inputs = online_inputs(config)
+    stage_dir = config.run_dir / algorithm
+    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
+        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+    stage_config = {algorithm: group_table(config).model_dump(mode="json"), **rl_stage_config(config)}
+
+    def work(directory: Path) -> list[Path]:
+        train_group(config, directory, resume=resume, callbacks=callbacks,
+                    fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
+        return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
+
+    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)

@@ -1,0 +1,171 @@
+"""The reward of the online RL algorithms (PPO, GRPO, RLOO): a weighted sum of named terms, configured in `[rl]`.
+
+Each term maps (prompts, completions) to one float per completion:
+
+* `reward_model`: the reward model's logit (the paper's reward), or a built-in rule (`rule:...`, for tests);
+* `tools`: the share of the program-analysis questions the tools judge of `apirl.feedback.tools` answers yes
+  (imports resolve, syntax, defined names, the API exists and fits, arguments bind, no placeholders); an answer
+  it cannot decide counts half, as in the feedback score;
+* `exec`: 1 if the code runs to the end in the executability harness (bound mode by default), else 0.
+
+PPO adds the weighted terms itself; TRL's trainers get one reward function per term and the weights, so they
+log each term apart. A term whose weight is 0 is never built: no reward model loaded, no sandbox started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apirl.config import RunConfig
+from apirl.errors import InputError
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+# The questions program analysis decides on its own (the others need an LLM or an execution verdict).
+TOOLS_QUESTIONS = ("imports", "syntax", "defined_names", "api_exists", "arguments", "complete")
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    name: str
+    weight: float
+    fn: RewardFn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rule rewards: cheap stand-ins for a reward model, so the recipes can be tested in seconds on a task whose
+# optimum is known.
+
+
+def _short(prompt: str, response: str) -> float:
+    return -min(len(response), 64) / 64
+
+
+def _long(prompt: str, response: str) -> float:
+    return min(len(response), 64) / 64
+
+
+RULE_REWARDS: dict[str, Callable[[str, str], float]] = {"short": _short, "long": _long}
+
+
+def rule_reward(spec: str) -> RewardFn:
+    """A built-in reward by name: `rule:short` (-chars/64, capped), `rule:long` (+chars/64, capped) or
+    `rule:contains:<text>` (1.0 when the response contains text, else 0)."""
+    name = spec.removeprefix("rule:")
+    if name.startswith("contains:"):
+        needle = name.removeprefix("contains:")
+        if not needle:
+            raise InputError("rule:contains: needs a text after it", field="rl.reward_model")
+        return lambda prompts, responses: [float(needle in r) for r in responses]
+    if name not in RULE_REWARDS:
+        raise InputError(f"unknown rule reward {spec!r}; known: "
+                         f"{', '.join(f'rule:{n}' for n in RULE_REWARDS)}, rule:contains:<text>",
+                         field="rl.reward_model")
+    rule = RULE_REWARDS[name]
+    return lambda prompts, responses: [rule(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The terms.
+
+
+def reward_model_path(config: RunConfig) -> str:
+    """`rl.reward_model`, or the reward stage's model when empty."""
+    return config.rl.reward_model or str(config.run_dir / "reward" / "model")
+
+
+def reward_model_fn(config: RunConfig, device: str) -> RewardFn:
+    spec = reward_model_path(config)
+    if spec.startswith("rule:"):
+        return rule_reward(spec)
+    from apirl.train.reward import RewardModel
+
+    if not Path(spec).is_dir():
+        raise InputError(f"no reward model at {spec}: run `apirl reward` first, or set rl.reward_model",
+                         field="rl.reward_model")
+    model = RewardModel.load(spec, device)
+    return lambda prompts, completions: model.score(prompts, completions, config.rl.reward_batch_size)
+
+
+def tools_fn(api_db: Any) -> RewardFn:
+    """The tools judge's share of yes over `TOOLS_QUESTIONS` (unknown = half), in [0, 1]."""
+    from apirl.feedback.questions import question
+    from apirl.feedback.tools import ToolsJudge
+    from apirl.feedback.types import Sample, answer_weight
+
+    judge = ToolsJudge(api_db)
+    questions = [question(key) for key in TOOLS_QUESTIONS]
+
+    def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        scores = []
+        for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            sample = Sample(f"rl-{index}", prompt, completion)
+            weights = [answer_weight(judge.answer(sample, q)) for q in questions]
+            scores.append(sum(weights) / len(weights))
+        return scores
+
+    return score
+
+
+def exec_fn(executor: Any, mode: str) -> RewardFn:
+    """1.0 for a completion whose code runs to the end in the executability harness, else 0.0."""
+    from apirl.evaluate.execution import runnable_code
+
+    def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        codes = {str(index): runnable_code(text) for index, text in enumerate(completions)}
+        verdicts = {v.key: v for v in executor.check(codes, mode)}
+        return [1.0 if verdicts[str(index)].ok else 0.0 for index in range(len(completions))]
+
+    return score
+
+
+@contextlib.contextmanager
+def reward_terms(config: RunConfig, device: str) -> Iterator[list[RewardTerm]]:
+    """The weighted terms of `[rl]`; the executability sandbox (when `exec_weight` > 0) lives as long as the
+    context."""
+    rl = config.rl
+    with contextlib.ExitStack() as stack:
+        terms = []
+        if rl.reward_model_weight:
+            terms.append(RewardTerm("reward_model", rl.reward_model_weight, reward_model_fn(config, device)))
+        if rl.tools_weight or rl.exec_weight:
+            from apirl.data.dataset import load_gorilla
+
+            data = load_gorilla(config.data)
+            if rl.tools_weight:
+                terms.append(RewardTerm("tools", rl.tools_weight, tools_fn(data.api_db)))
+            if rl.exec_weight:
+                from apirl.evaluate.exec_run import open_executor
+
+                executor = stack.enter_context(open_executor(config, data))
+                terms.append(RewardTerm("exec", rl.exec_weight, exec_fn(executor, config.execution.mode)))
+        yield terms
+
+
+def combine(terms: Sequence[RewardTerm], prompts: Sequence[str], completions: Sequence[str]
+            ) -> tuple[list[float], dict[str, float]]:
+    """(the weighted sum per completion, the mean of each term over the batch)."""
+    totals = [0.0] * len(completions)
+    means = {}
+    for term in terms:
+        values = term.fn(prompts, completions)
+        totals = [total + term.weight * value for total, value in zip(totals, values, strict=True)]
+        means[term.name] = sum(values) / len(values) if values else 0.0
+    return totals, means
+
+
+def trl_reward_funcs(terms: Sequence[RewardTerm]) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """The terms as TRL reward functions (called with keyword arguments `prompts`, `completions` and the
+    dataset's other columns), named after the term so TRL logs `rewards/<name>/mean`, and their weights."""
+    funcs = []
+    for term in terms:
+        def reward(prompts: list[str], completions: list[str], _fn: RewardFn = term.fn, **_: Any) -> list[float]:
+            return _fn(prompts, completions)
+
+        reward.__name__ = term.name
+        funcs.append(reward)
+    return funcs, [term.weight for term in terms]

@@ -1,0 +1,173 @@
+"""RL beyond PPO: the reward's terms (`apirl.train.rewards`), the `[rl]` config, GRPO / RLOO and DPO through TRL
+on the tiny random model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apirl.errors import InputError
+from apirl.train.rewards import RewardTerm, combine, rule_reward, tools_fn, trl_reward_funcs
+from smoke_helpers import KillAtStep, smoke_config
+
+GOOD = """<<<code>>>: from transformers import pipeline
+classifier = pipeline('sentiment-analysis', model='distilbert-base-uncased-finetuned-sst-2-english')
+print(classifier('I love this'))"""
+BROKEN = """<<<code>>>: classifier = pipeline('sentiment-analysis', model='distilbert-base-uncased'
+print(classifer("I love this")"""
+
+
+def test_rule_rewards() -> None:
+    assert rule_reward("rule:contains:abc")(["p", "p"], ["xabcx", "ab"]) == [1.0, 0.0]
+    short = rule_reward("rule:short")(["p", "p"], ["", "x" * 100])
+    assert short == [0.0, -1.0]
+    with pytest.raises(InputError, match="unknown rule reward"):
+        rule_reward("rule:nope")
+
+
+def test_combine_weights_each_term_and_reports_its_mean() -> None:
+    terms = [RewardTerm("a", 2.0, lambda p, c: [1.0, 0.0]), RewardTerm("b", 0.5, lambda p, c: [0.0, 4.0])]
+    totals, means = combine(terms, ["p", "q"], ["x", "y"])
+    assert totals == [2.0, 2.0]
+    assert means == {"a": 0.5, "b": 2.0}
+
+
+def test_trl_reward_funcs_take_trl_keywords_and_carry_names_and_weights() -> None:
+    terms = [RewardTerm("reward_model", 1.0, rule_reward("rule:long")),
+             RewardTerm("exec", 0.25, lambda p, c: [1.0] * len(c))]
+    funcs, weights = trl_reward_funcs(terms)
+    assert [f.__name__ for f in funcs] == ["reward_model", "exec"]
+    assert weights == [1.0, 0.25]
+    # TRL passes the dataset's other columns and its own extras as keywords.
+    assert funcs[0](prompts=["p"], completions=["x" * 64], completion_ids=[[1]], trainer_state=None) == [1.0]
+    assert funcs[1](prompts=["p", "q"], completions=["a", "b"]) == [1.0, 1.0]
+
+
+def test_tools_reward_ranks_working_code_above_broken_code(real_data_dir: Path) -> None:
+    from apirl.data.config import DataConfig
+    from apirl.data.dataset import load_gorilla
+
+    api_db = load_gorilla(DataConfig(data_dir=str(real_data_dir))).api_db
+    good, broken = tools_fn(api_db)(["###Instruction: classify\n###Output:"] * 2, [GOOD, BROKEN])
+    assert 0.0 <= broken < good <= 1.0
+    assert good >= 0.9  # every static check passes
+    assert broken <= 0.5  # syntax error, undefined names, no import
+
+
+def test_an_online_algorithm_needs_a_reward_and_dpo_does_not() -> None:
+    from apirl.config import load_config
+
+    with pytest.raises(InputError, match="every reward weight is 0"):
+        load_config(None, ['rl.algorithm="grpo"', "rl.reward_model_weight=0"])
+    assert load_config(None, ['rl.algorithm="dpo"', "rl.reward_model_weight=0"]).rl.algorithm == "dpo"
+
+
+def test_group_batch_must_split_into_micro_batches() -> None:
+    from apirl.config import load_config
+
+    with pytest.raises(InputError, match="divisible by gradient_accumulation_steps"):
+        load_config(None, ["grpo.prompts_per_step=3", "grpo.num_generations=3", "grpo.gradient_accumulation_steps=2"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GRPO and RLOO (TRL) on the tiny random model.
+
+
+def _weights(path: str | Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(Path(path) / "model.safetensors")
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_group_algorithm_trains_logs_each_term_and_saves_a_loadable_policy(
+        algorithm: str, real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.models.load import load_model, resolve_model
+    from apirl.train.rl import run_rl
+
+    config = smoke_config(real_data_dir, tmp_path, algorithm, f'rl.algorithm="{algorithm}"', f"{algorithm}.steps=2")
+    result = run_rl(config)
+    assert result.stage_dir == tmp_path / algorithm / algorithm
+    summary = json.loads((result.stage_dir / "summary.json").read_text())
+    assert summary["algorithm"] == algorithm and summary["steps"] == 2
+    assert summary["reward"] == {"reward_model": {"weight": 1.0, "model": "rule:long"}}
+    log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
+    steps = [entry for entry in log if "rewards/reward_model/mean" in entry]
+    assert len(steps) == 2 and all(0 < entry["reward"] <= 1 for entry in steps)
+    assert not (result.stage_dir / "checkpoints").exists()
+    start = _weights(resolve_model("tiny-random").location)
+    trained = _weights(result.stage_dir / "model")
+    assert any(not (start[k] == trained[k]).all() for k in trained)  # it learned something
+    assert load_model(resolve_model(str(result.stage_dir / "model"))).config.model_type == "llama"
+    assert run_rl(config).skipped  # an identical finished run is not redone
+
+
+def test_grpo_resumed_after_a_kill_ends_with_the_same_weights(real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.train.rl import run_rl
+
+    straight = run_rl(smoke_config(real_data_dir, tmp_path, "straight", 'rl.algorithm="grpo"'))
+    killed = smoke_config(real_data_dir, tmp_path, "killed", 'rl.algorithm="grpo"')
+    with pytest.raises(KeyboardInterrupt):
+        run_rl(killed, callbacks=[KillAtStep(3)])  # after the checkpoint of step 2
+    with pytest.raises(InputError, match="--resume"):
+        run_rl(killed)  # never silently discards an interrupted run
+    resumed = run_rl(killed, resume=True)
+    assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
+    a, b = _weights(straight.stage_dir / "model"), _weights(resumed.stage_dir / "model")
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DPO (TRL) on hand-written pairs: the chosen completion always says the same thing, so the policy can learn it.
+
+
+def _write_pairs(config: Any, count: int = 12) -> Path:
+    from apirl.data.stage import prepare_data
+
+    rows = [json.loads(line) for line in (prepare_data(config).stage_dir / "train.jsonl").read_text().splitlines()]
+    path = config.run_dir / "feedback" / "pairs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for index, row in enumerate(rows[:count]):
+            handle.write(json.dumps({"example_id": str(index), "prompt": row["prompt"],
+                                     "chosen": " from transformers import pipeline", "rejected": " import foo"})
+                         + "\n")
+    return path
+
+
+def test_dpo_learns_the_preferred_completions(real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.train.rl import run_rl
+
+    config = smoke_config(real_data_dir, tmp_path, "dpo", 'rl.algorithm="dpo"')
+    _write_pairs(config)
+    result = run_rl(config)
+    summary = json.loads((result.stage_dir / "summary.json").read_text())
+    assert summary["train_pairs"] + summary["heldout_pairs"] == 12 and summary["heldout_pairs"] >= 1
+    assert summary["first_loss"] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy = reference at the start
+    assert summary["last_loss"] < summary["first_loss"]
+    assert summary["heldout_preference_accuracy"] == 1.0
+    assert (result.stage_dir / "model" / "model.safetensors").is_file()
+
+
+def test_dpo_without_pairs_says_to_run_feedback(real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.train.rl import run_rl
+
+    with pytest.raises(InputError, match="apirl feedback"):
+        run_rl(smoke_config(real_data_dir, tmp_path, "nopairs", 'rl.algorithm="dpo"'))
+
+
+def test_dpo_bad_pairs_line_names_the_file_line_and_field(real_data_dir: Path, tmp_path: Path) -> None:
+    from apirl.train.rl import run_rl
+
+    config = smoke_config(real_data_dir, tmp_path, "badpairs", 'rl.algorithm="dpo"')
+    path = _write_pairs(config, count=3)
+    lines = path.read_text().splitlines()
+    broken = json.loads(lines[1])
+    broken["chosen"] = None
+    path.write_text("\n".join([lines[0], json.dumps(broken), lines[2]]) + "\n")
+    with pytest.raises(InputError) as info:
+        run_rl(config)
+    assert "pairs.jsonl" in str(info.value) and ":2" in str(info.value) and "chosen" in str(info.value)
