@@ -133,14 +133,7 @@ def eval_responses_cmd(
 
     cfg = _config(config, _with_eval_options(set_, split, mode))
     data = load_gorilla(cfg.data)
-    summary, rows = evaluate_file(file, cfg, data)
-    if execute:
-        from apirl.evaluate.exec_run import check_responses
-
-        runs = check_responses(file, cfg, data, modes=("bound", "strict"))
-        summary["executability"] = runs["bound"][0]["executability"]
-        summary["executability_strict"] = runs["strict"][0]["executability"]
-        summary["exec_failures"] = runs["bound"][0]["failures"]
+    summary, rows = evaluate_file(file, cfg, data, execute=execute)
     if details is not None:
         from apirl.rundir import write_jsonl
 

@@ -14,14 +14,23 @@ from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import ScoredResponse, evaluate_responses
 
 
-def evaluate_file(path: str | Path, config: RunConfig,
-                  data: GorillaData | None = None) -> tuple[dict[str, Any], list[ScoredResponse]]:
-    """Score one responses file on `config.eval.split`; the summary names the file and split."""
+def evaluate_file(path: str | Path, config: RunConfig, data: GorillaData | None = None, *,
+                  execute: bool = False) -> tuple[dict[str, Any], list[ScoredResponse]]:
+    """Score one responses file on `config.eval.split`; the summary names the file and split. `execute` also
+    runs the code in both modes: `executability` (bound), `executability_strict` and the bound failure classes."""
     data = data or load_gorilla(config.data)
     question_ids = None if config.eval.split == "all" else read_split(config.data.split_dir, config.eval.split)
     summary, rows = evaluate_responses(load_responses(path), data.records, data.api_db, config.eval,
                                        question_ids=question_ids, path=path)
-    return {"file": str(path), "split": config.eval.split, **summary}, rows
+    summary = {"file": str(path), "split": config.eval.split, **summary}
+    if execute:
+        from apirl.evaluate.exec_run import check_responses
+
+        runs = check_responses(path, config, data, modes=("bound", "strict"))
+        summary["executability"] = runs["bound"][0]["executability"]
+        summary["executability_strict"] = runs["strict"][0]["executability"]
+        summary["exec_failures"] = runs["bound"][0]["failures"]
+    return summary, rows
 
 
 def gorilla_response_files(data: GorillaData) -> list[tuple[str, Path]]:
