@@ -401,6 +401,31 @@ def rl_cmd(
                   f"{progress})")
 
 
+@app.command("run")
+@friendly_errors
+def run_cmd(
+    config: ConfigOpt = None, set_: SetOpt = None,
+    from_stage: Annotated[str | None, typer.Option("--from", help="First stage to run (data, sft, feedback, "
+                                                                  "reward, rl, generate, eval, report).")] = None,
+    until_stage: Annotated[str | None, typer.Option("--until", help="Last stage to run.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole pipeline: data, SFT, AI feedback, reward model, RL, generation for every model, evaluation
+    (executability included), report. Up-to-date stages are skipped; a killed run resumes where it stopped."""
+    from apirl.pipeline.run import run_pipeline
+
+    cfg = _config(config, set_)
+    with redirect_stdout(sys.stderr):
+        record = run_pipeline(cfg, from_stage=from_stage, until_stage=until_stage)
+    if as_json:
+        _print_json(record)
+        return
+    for stage in record["stages"]:
+        console.print(f"{stage['name']:<24} {stage['status']:<8} {stage['seconds']:>8.1f} s")
+    report = cfg.run_dir / "report.html"
+    console.print(f"report: {report}" if report.is_file() else f"run directory: {cfg.run_dir}")
+
+
 @contextmanager
 def _judge_errors() -> Iterator[None]:
     """A judge server that is down or refuses requests: one line (what to check) instead of a traceback."""

@@ -22,6 +22,7 @@ from apirl.errors import InputError
 from apirl.evaluate.config import EvalConfig, ExecConfig
 from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
+from apirl.pipeline.config import PipelineConfig
 from apirl.train.config import DpoConfig, GrpoConfig, PpoConfig, RewardModelConfig, RlConfig, RlooConfig, SftConfig
 
 
@@ -44,6 +45,7 @@ class RunConfig(StrictModel):
     grpo: GrpoConfig = GrpoConfig()
     rloo: RlooConfig = RlooConfig()
     dpo: DpoConfig = DpoConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @property
     def run_dir(self) -> Path:

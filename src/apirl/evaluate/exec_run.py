@@ -48,9 +48,9 @@ def hub_evidence(data: GorillaData) -> dict[str, list[str]]:
 
 
 def _question_ids(config: RunConfig, data: GorillaData) -> list[int]:
-    if config.eval.split == "all":
-        return list(data.question_ids)
-    return read_split(config.data.split_dir, config.eval.split)
+    ids = list(data.question_ids) if config.eval.split == "all" else read_split(config.data.split_dir,
+                                                                                config.eval.split)
+    return ids[:config.eval.limit] if config.eval.limit else ids
 
 
 @contextmanager

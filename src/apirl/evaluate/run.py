@@ -20,6 +20,8 @@ def evaluate_file(path: str | Path, config: RunConfig, data: GorillaData | None 
     runs the code in both modes: `executability` (bound), `executability_strict` and the bound failure classes."""
     data = data or load_gorilla(config.data)
     question_ids = None if config.eval.split == "all" else read_split(config.data.split_dir, config.eval.split)
+    if config.eval.limit:
+        question_ids = (question_ids if question_ids is not None else list(data.question_ids))[:config.eval.limit]
     summary, rows = evaluate_responses(load_responses(path), data.records, data.api_db, config.eval,
                                        question_ids=question_ids, path=path)
     summary = {"file": str(path), "split": config.eval.split, **summary}

@@ -1,0 +1,262 @@
+"""`apirl run`: the whole method, stage after stage, in one run directory.
+
+    data -> sft -> feedback -> reward -> rl -> generate -> eval -> report
+
+* data, sft, feedback, reward and each RL algorithm are the stages of `apirl data|sft|feedback|reward|rl`, called
+  as they are; every one is skipped when its manifest matches (config, seed, input hashes), and the training
+  stages continue an interrupted run from its last checkpoint (`resume=True`), so a killed `apirl run` started
+  again picks up where it stopped. The reward stage runs only when an online algorithm reads the reward model.
+* generate: one stage per model (`runs/<name>/generate/<label>/responses.jsonl`): the untuned policy model for
+  each baseline of `[pipeline] baselines` (`base-chat`, `base-fewshot`), M_SFT (`sft`) and each M_RL (its
+  algorithm's name). A killed generation resumes from its partial file.
+* eval: every responses file scored on the split with every metric, executability included
+  (`runs/<name>/eval/<label>.json`), and Gorilla-7B's published answers on the same ids (`eval/gorilla.json`).
+* report: `runs/<name>/report.md` and `report.html` (`apirl.report`).
+
+`runs/<name>/pipeline.json` records the config, versions, commit and each stage's status and seconds, rewritten
+after every stage; `runs/<name>/pipeline.log` keeps a timestamped line per stage event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from apirl.config import RunConfig
+from apirl.errors import InputError
+from apirl.rundir import StageResult, git_commit, package_versions, run_stage
+
+STAGES = ("data", "sft", "feedback", "reward", "rl", "generate", "eval", "report")
+RECORD = "pipeline.json"
+LOG = "pipeline.log"
+RESPONSES = "responses.jsonl"
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One model the run generates with: its label (file names, report rows), its model spec and prompting."""
+
+    label: str
+    spec: str
+    prompt_style: str
+    shots: int
+
+
+def model_rows(config: RunConfig) -> list[ModelRow]:
+    """The baselines of the untuned model, M_SFT, then each M_RL, in report order."""
+    rows = []
+    for baseline in config.pipeline.baselines:
+        if baseline == "chat":
+            rows.append(ModelRow("base-chat", config.model.name, "chat", 0))
+        else:
+            rows.append(ModelRow("base-fewshot", config.model.name, "plain", config.pipeline.fewshot_shots))
+    rows.append(ModelRow("sft", str(config.run_dir / "sft" / "model"), "plain", 0))
+    rows += [ModelRow(algorithm, str(config.run_dir / algorithm / "model"), "plain", 0)
+             for algorithm in config.pipeline.algorithms]
+    return rows
+
+
+def with_algorithm(config: RunConfig, algorithm: str) -> RunConfig:
+    return config.model_copy(update={"rl": config.rl.model_copy(update={"algorithm": algorithm})})
+
+
+def needs_reward_model(config: RunConfig) -> bool:
+    """Whether an algorithm of the run reads the trained reward model (an online one, with its weight > 0 and no
+    other model or rule named in `rl.reward_model`)."""
+    online = [a for a in config.pipeline.algorithms if a != "dpo"]
+    return bool(online) and config.rl.reward_model_weight > 0 and not config.rl.reward_model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages that are not already a stage of their own.
+
+
+def generate_model(config: RunConfig, row: ModelRow, force: bool = False) -> StageResult:
+    """Generate the split's responses of one model, skipped when its weights and settings are unchanged."""
+    from apirl.models.generate_run import generate_split
+
+    generate = config.generate.model_copy(update={"prompt_style": row.prompt_style, "shots": row.shots})
+    model = config.model.model_copy(update={"name": row.spec})
+    cfg = config.model_copy(update={"generate": generate, "model": model})
+    spec_dir = Path(row.spec)
+    if spec_dir.is_absolute() or "/" in row.spec:
+        if not spec_dir.is_dir():
+            raise InputError(f"no model at {row.spec} for the {row.label!r} responses: its stage has not run",
+                             field="pipeline")
+        inputs = sorted(spec_dir.glob("*.safetensors"))
+    else:
+        inputs = []
+    stage_dir = config.run_dir / "generate" / row.label
+
+    def work(directory: Path) -> list[Path]:
+        generate_split(cfg, directory / RESPONSES)
+        return [directory / RESPONSES, directory / f"{RESPONSES}.meta.json"]
+
+    stage_config = {"model": model.model_dump(mode="json"), "generate": generate.model_dump(mode="json"),
+                    "data_split_dir": str(config.data.split_dir)}
+    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+
+
+def evaluate_models(config: RunConfig, rows: list[ModelRow], force: bool = False) -> StageResult:
+    """Score every model's responses (executability included) and Gorilla-7B's on the same split."""
+    from apirl.data.dataset import load_gorilla
+    from apirl.evaluate.exec_run import check_responses
+    from apirl.evaluate.run import evaluate_file, gorilla_response_files
+
+    # The run scores what it generates: the first `generate.limit` questions of the split when it is set.
+    config = config.model_copy(update={"eval": config.eval.model_copy(update={"limit": config.generate.limit})})
+    responses = {row.label: config.run_dir / "generate" / row.label / RESPONSES for row in rows}
+    missing = [label for label, path in responses.items() if not path.is_file()]
+    if missing:
+        raise InputError(f"no responses for {', '.join(missing)}: run the generate stage first", field="pipeline")
+
+    def work(directory: Path) -> list[Path]:
+        data = load_gorilla(config.data)
+        outputs = []
+        for label, path in responses.items():
+            summary, _rows = evaluate_file(path, config, data, execute=True)
+            outputs.append(directory / f"{label}.json")
+            outputs[-1].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        anchors = []
+        for label, path in gorilla_response_files(data):
+            summary, _rows = evaluate_file(path, config, data)
+            if config.pipeline.gorilla_exec and label.endswith("0_shot"):
+                runs = check_responses(path, config, data, modes=("bound", "strict"))
+                summary["executability"] = runs["bound"][0]["executability"]
+                summary["executability_strict"] = runs["strict"][0]["executability"]
+                summary["exec_failures"] = runs["bound"][0]["failures"]
+            anchors.append([label, summary])
+        outputs.append(directory / "gorilla.json")
+        outputs[-1].write_text(json.dumps(anchors, indent=2) + "\n", encoding="utf-8")
+        return outputs
+
+    stage_config = {"eval": config.eval.model_dump(mode="json"), "execution": config.execution.model_dump(mode="json"),
+                    "labels": list(responses), "gorilla_exec": config.pipeline.gorilla_exec}
+    return run_stage(config.run_dir / "eval", config=stage_config, seed=config.seed, inputs=list(responses.values()),
+                     work=work, force=force)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run.
+
+
+def stage_range(from_stage: str | None, until_stage: str | None) -> list[str]:
+    """The stages from `from_stage` to `until_stage`, both included (None: the first / the last)."""
+    for name, value in (("--from", from_stage), ("--until", until_stage)):
+        if value is not None and value not in STAGES:
+            raise InputError(f"unknown stage {value!r}; stages: {', '.join(STAGES)}", field=name)
+    first = STAGES.index(from_stage) if from_stage else 0
+    last = STAGES.index(until_stage) if until_stage else len(STAGES) - 1
+    if first > last:
+        raise InputError(f"--from {from_stage} comes after --until {until_stage}", field="--from")
+    return list(STAGES[first:last + 1])
+
+
+class Record:
+    """`pipeline.json` and `pipeline.log`: what ran, was skipped or failed, and for how long."""
+
+    def __init__(self, config: RunConfig, console: Console) -> None:
+        self.dir = config.run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.console = console
+        self.data: dict[str, Any] = {
+            "config": config.model_dump(mode="json"), "versions": package_versions(),
+            "commit": git_commit(Path(__file__).parent), "started_at": _now(), "finished_at": None, "stages": []}
+
+    def log(self, message: str) -> None:
+        with (self.dir / LOG).open("a", encoding="utf-8") as handle:
+            handle.write(f"{_now()} {message}\n")
+
+    def add(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        self.data["stages"].append({"name": name, "status": status, "seconds": round(seconds, 1), "detail": detail})
+        self.log(f"{name}: {status} ({seconds:.1f} s){' ' + detail if detail else ''}")
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.dir / (RECORD + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(self.dir / RECORD)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callable[[], Any]]]:
+    """(stage, sub-step name, action) for every step of the chosen stages, in order."""
+    from apirl.data.stage import prepare_data
+    from apirl.feedback.run import run_feedback
+    from apirl.train.reward import run_reward
+    from apirl.train.rl import run_rl
+    from apirl.train.sft import run_sft
+
+    rows = model_rows(config)
+    steps: list[tuple[str, str, Callable[[], Any]]] = []
+    for stage in stages:
+        if stage == "data":
+            steps.append((stage, "data", lambda: prepare_data(config)))
+        elif stage == "sft":
+            steps.append((stage, "sft", lambda: run_sft(config, resume=True)))
+        elif stage == "feedback":
+            steps.append((stage, "feedback", lambda: run_feedback(config)))
+        elif stage == "reward" and needs_reward_model(config):
+            steps.append((stage, "reward", lambda: run_reward(config, resume=True)))
+        elif stage == "rl":
+            for algorithm in config.pipeline.algorithms:
+                cfg = with_algorithm(config, algorithm)
+                steps.append((stage, algorithm, lambda cfg=cfg: run_rl(cfg, resume=True)))
+        elif stage == "generate":
+            for row in rows:
+                steps.append((stage, f"generate {row.label}", lambda row=row: generate_model(config, row)))
+        elif stage == "eval":
+            steps.append((stage, "eval", lambda: evaluate_models(config, rows)))
+        elif stage == "report":
+            steps.append((stage, "report", lambda: _report(config)))
+    return steps
+
+
+def _report(config: RunConfig) -> Any:
+    from apirl.report import write_report
+
+    return write_report(config.run_dir)
+
+
+def run_pipeline(config: RunConfig, *, from_stage: str | None = None, until_stage: str | None = None,
+                 console: Console | None = None) -> dict[str, Any]:
+    """Run the stages in order; returns the record (also `pipeline.json`). A failing step is recorded and its
+    error raised: what finished before it stays finished, and the next `apirl run` starts from it."""
+    if config.generate.split != config.eval.split:
+        raise InputError(f"generate.split ({config.generate.split}) and eval.split ({config.eval.split}) differ: "
+                         "the run scores what it generates", field="generate.split")
+    console = console or Console(stderr=True)
+    stages = stage_range(from_stage, until_stage)
+    steps = _steps(config, stages)
+    record = Record(config, console)
+    record.log(f"start: stages {', '.join(stages)}")
+    started = time.perf_counter()
+    for index, (stage, name, action) in enumerate(steps, start=1):
+        elapsed = time.perf_counter() - started
+        console.rule(f"[bold]apirl run {config.name}[/]  step {index}/{len(steps)}: {name}  "
+                     f"(stage {stage}, {elapsed / 60:.1f} min so far)")
+        step_started = time.perf_counter()
+        try:
+            result = action()
+        except BaseException as exc:
+            record.add(name, "failed", time.perf_counter() - step_started, f"{type(exc).__name__}: {exc}"[:500])
+            record.log(traceback.format_exc())
+            raise
+        skipped = isinstance(result, StageResult) and result.skipped
+        record.add(name, "skipped" if skipped else "ran", time.perf_counter() - step_started)
+    record.data["finished_at"] = _now()
+    record.save()
+    record.log("finished")
+    return record.data
+

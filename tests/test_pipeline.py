@@ -1,0 +1,84 @@
+"""`apirl run`: the stage order, the models a run generates with, and the smoke pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apirl.errors import InputError
+from apirl.pipeline.run import model_rows, needs_reward_model, run_pipeline, stage_range
+from smoke_helpers import smoke_config
+
+
+def test_stage_range_is_inclusive_and_checked() -> None:
+    assert stage_range(None, None)[0] == "data" and stage_range(None, None)[-1] == "report"
+    assert stage_range("rl", "eval") == ["rl", "generate", "eval"]
+    with pytest.raises(InputError, match="unknown stage"):
+        stage_range("train", None)
+    with pytest.raises(InputError, match="comes after"):
+        stage_range("eval", "sft")
+
+
+def test_model_rows_and_when_the_reward_model_is_needed() -> None:
+    from apirl.config import load_config
+
+    config = load_config(None, ['pipeline.baselines=["chat", "fewshot"]', 'pipeline.algorithms=["ppo", "dpo"]'])
+    rows = model_rows(config)
+    assert [r.label for r in rows] == ["base-chat", "base-fewshot", "sft", "ppo", "dpo"]
+    assert (rows[0].prompt_style, rows[1].prompt_style, rows[1].shots) == ("chat", "plain", 2)
+    assert rows[2].spec.endswith("sft/model") and rows[3].spec.endswith("ppo/model")
+    assert needs_reward_model(config)
+    assert not needs_reward_model(load_config(None, ['pipeline.algorithms=["dpo"]']))
+    assert not needs_reward_model(load_config(None, ['rl.reward_model="rule:long"']))
+    with pytest.raises(InputError, match="listed twice"):
+        load_config(None, ['pipeline.algorithms=["ppo", "ppo"]'])
+
+
+def _statuses(record: dict) -> dict[str, str]:
+    return {stage["name"]: stage["status"] for stage in record["stages"]}
+
+
+@pytest.mark.integration
+def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import apirl.pipeline.run as pipeline
+
+    overrides = ["pipeline.gorilla_exec=false", f'execution.hub_dir="{tmp_path / "hub"}"']
+    config = smoke_config(real_data_dir, tmp_path, "pipe", *overrides)
+    record = run_pipeline(config, until_stage="eval")
+    assert _statuses(record) == {name: "ran" for name in ("data", "sft", "feedback", "ppo", "generate base-chat",
+                                                          "generate sft", "generate ppo", "eval")}
+    run_dir = tmp_path / "pipe"
+    for label in ("base-chat", "sft", "ppo"):
+        summary = json.loads((run_dir / "eval" / f"{label}.json").read_text())
+        assert summary["n"] == 8 and summary["missing_responses"] == 0  # the run scores what it generates
+        assert 0 <= summary["executability"] <= 1 and "exec_failures" in summary
+    anchors = json.loads((run_dir / "eval" / "gorilla.json").read_text())
+    assert anchors[0][0].startswith("Gorilla-7B") and anchors[0][1]["n"] == 8
+    assert json.loads((run_dir / "pipeline.json").read_text())["finished_at"]
+
+    again = run_pipeline(config, until_stage="eval")
+    assert set(_statuses(again).values()) == {"skipped"}
+
+    # A second algorithm whose generation dies: the stages before it stay done, the rerun does only the rest.
+    two = smoke_config(real_data_dir, tmp_path, "pipe", *overrides, 'pipeline.algorithms=["ppo", "grpo"]')
+    real_generate = pipeline.generate_model
+
+    def dies_on_grpo(config, row, force=False):
+        if row.label == "grpo":
+            raise KeyboardInterrupt("killed")
+        return real_generate(config, row, force)
+
+    monkeypatch.setattr(pipeline, "generate_model", dies_on_grpo)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(two, until_stage="eval")
+    failed = json.loads((run_dir / "pipeline.json").read_text())
+    assert _statuses(failed)["generate grpo"] == "failed" and _statuses(failed)["grpo"] == "ran"
+    assert "killed" in (run_dir / "pipeline.log").read_text()
+    monkeypatch.setattr(pipeline, "generate_model", real_generate)
+    resumed = _statuses(run_pipeline(two, from_stage="rl", until_stage="eval"))
+    assert resumed == {"ppo": "skipped", "grpo": "skipped", "generate base-chat": "skipped", "generate sft": "skipped",
+                       "generate ppo": "skipped", "generate grpo": "ran", "eval": "ran"}
+    assert (run_dir / "eval" / "grpo.json").is_file()
