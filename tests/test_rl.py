@@ -171,3 +171,21 @@ def test_dpo_bad_pairs_line_names_the_file_line_and_field(real_data_dir: Path, t
     with pytest.raises(InputError) as info:
         run_rl(config)
     assert "pairs.jsonl" in str(info.value) and ":2" in str(info.value) and "chosen" in str(info.value)
+
+
+def test_exec_reward_is_one_for_code_that_runs() -> None:
+    from apirl.evaluate.execution import ExecVerdict
+    from apirl.train.rewards import exec_fn
+
+    class FakeExecutor:
+        def __init__(self) -> None:
+            self.seen: dict[str, str] = {}
+
+        def check(self, codes: dict[str, str], mode: str) -> list[ExecVerdict]:
+            self.seen = codes
+            return [ExecVerdict(key, mode, "ok" if "print" in code else "runtime_error", None, "", 0.0, ())
+                    for key, code in codes.items()]
+
+    executor = FakeExecutor()
+    assert exec_fn(executor, "bound")(["p", "q"], [GOOD, "<<<code>>>: 1 / 0"]) == [1.0, 0.0]
+    assert executor.seen["0"].startswith("from transformers import pipeline")  # the code section, not the tags
