@@ -426,6 +426,24 @@ def run_cmd(
     console.print(f"report: {report}" if report.is_file() else f"run directory: {cfg.run_dir}")
 
 
+@app.command("report")
+@friendly_errors
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<name>).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report here instead of RUN_DIR.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write report.md and a self-contained report.html (plots embedded) from what RUN_DIR holds: results with
+    95% intervals beside Gorilla-7B, training curves, judge calibration, cost per stage, config and versions."""
+    from apirl.report import write_report
+
+    files = write_report(run_dir, out)
+    if as_json:
+        _print_json({"run_dir": str(run_dir), "markdown": str(files.markdown), "html": str(files.html)})
+    else:
+        console.print(f"wrote {files.markdown} and {files.html}")
+
+
 @contextmanager
 def _judge_errors() -> Iterator[None]:
     """A judge server that is down or refuses requests: one line (what to check) instead of a traceback."""

@@ -1,0 +1,156 @@
+"""Read everything a run directory holds into one `RunData`, tolerating what is missing.
+
+A stage that has not run simply has no files: its field stays None (or empty) and the report says "not run".
+A file that exists but cannot be read is a mistake worth stopping for: an InputError naming the file (and the
+line, for JSON Lines), never a half-empty report that hides it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apirl.errors import InputError
+from apirl.jsonl import iter_jsonl
+from apirl.rundir import MANIFEST
+
+# The stages of a full run, in pipeline order (`generate/<label>` holds one manifest per model); any other
+# directory with a manifest is listed after them.
+KNOWN_STAGES = ("data", "sft", "feedback", "reward", "ppo", "grpo", "rloo", "dpo", "generate", "eval")
+RL_ALGORITHMS = ("ppo", "grpo", "rloo", "dpo")
+# Report order of the run's own models (`eval/<label>.json`); other labels follow alphabetically.
+MODEL_ORDER = ("base-chat", "base-fewshot", "sft", "ppo", "grpo", "rloo", "dpo")
+GORILLA_FILE = "gorilla.json"
+
+
+@dataclass
+class RunData:
+    """What one run directory holds; None or empty where a stage left nothing behind."""
+
+    run_dir: Path
+    pipeline: dict[str, Any] | None = None
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage dir (relative) -> manifest
+    models: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # eval/<label>.json, report order
+    anchors: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # eval/gorilla.json
+    sft_log: list[dict[str, Any]] | None = None
+    sft_summary: dict[str, Any] | None = None
+    feedback_summary: dict[str, Any] | None = None
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
+    reward_summary: dict[str, Any] | None = None
+    reward_log: list[dict[str, Any]] | None = None
+    rl_logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rl_summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The run's name: the config's when pipeline.json has it, else the directory's."""
+        config = (self.pipeline or {}).get("config") or {}
+        return str(config.get("name") or self.run_dir.name)
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None when it does not exist; unparsable JSON is an InputError with its line."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError("not UTF-8 text", path=path) from exc
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """Like read_json, for files whose top level must be an object (summaries, manifests, results)."""
+    raw = read_json(path)
+    if raw is not None and not isinstance(raw, dict):
+        raise InputError(f"expected a JSON object, got {type(raw).__name__}", path=path)
+    return raw
+
+
+def read_log(path: Path) -> list[dict[str, Any]] | None:
+    """A JSON Lines log (one object per line), or None when it does not exist."""
+    if not path.is_file():
+        return None
+    return [row for _, row in iter_jsonl(path)]
+
+
+def _check_eval_summary(summary: Any, path: Path, label: str) -> dict[str, Any]:
+    """An eval summary must at least say how many questions it scored: every rate in it is out of `n`."""
+    if not isinstance(summary, dict):
+        raise InputError(f"{label}: expected a JSON object of metrics, got {type(summary).__name__}", path=path)
+    if not isinstance(summary.get("n"), int):
+        raise InputError(f"{label}: no integer 'n' (questions scored)", path=path, field="n")
+    return summary
+
+
+def read_models(eval_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every `eval/<label>.json` but the Gorilla anchors and the stage manifest, in report order."""
+    paths = [p for p in eval_dir.glob("*.json") if p.name not in (GORILLA_FILE, MANIFEST)]
+
+    def order(path: Path) -> tuple[int, str]:
+        label = path.stem
+        return (MODEL_ORDER.index(label) if label in MODEL_ORDER else len(MODEL_ORDER), label)
+
+    return [(path.stem, _check_eval_summary(read_json(path), path, path.stem)) for path in sorted(paths, key=order)]
+
+
+def read_anchors(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Gorilla-7B's rows: the pipeline writes a list of [label, summary] pairs; `apirl eval gorilla --json` prints
+    an object {label: summary}. Both are read, in file order."""
+    raw = read_json(path)
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in raw):
+        pairs = [(label, summary) for label, summary in raw]
+    else:
+        raise InputError("expected a list of [label, summary] pairs or an object {label: summary}", path=path)
+    return [(label, _check_eval_summary(summary, path, label)) for label, summary in pairs]
+
+
+def read_manifests(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The manifest of every finished stage, keyed by its directory relative to the run (`sft`,
+    `generate/base-chat`): the known stages in pipeline order, then the others alphabetically."""
+    paths = sorted([*run_dir.glob(f"*/{MANIFEST}"), *run_dir.glob(f"*/*/{MANIFEST}")])
+    manifests = {path.parent.relative_to(run_dir).as_posix(): read_json_object(path) or {} for path in paths}
+
+    def order(stage: str) -> tuple[int, str]:
+        top = stage.split("/")[0]
+        return (KNOWN_STAGES.index(top) if top in KNOWN_STAGES else len(KNOWN_STAGES), stage)
+
+    return {stage: manifests[stage] for stage in sorted(manifests, key=order)}
+
+
+def collect_run(run_dir: str | Path) -> RunData:
+    """Read the run directory; missing pieces stay empty, malformed ones raise InputError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("run directory not found", path=run_dir)
+    feedback_dir = run_dir / "feedback"
+    run = RunData(
+        run_dir=run_dir,
+        pipeline=read_json_object(run_dir / "pipeline.json"),
+        manifests=read_manifests(run_dir),
+        models=read_models(run_dir / "eval"),
+        anchors=read_anchors(run_dir / "eval" / GORILLA_FILE),
+        sft_log=read_log(run_dir / "sft" / "log_history.jsonl"),
+        sft_summary=read_json_object(run_dir / "sft" / "summary.json"),
+        feedback_summary=read_json_object(feedback_dir / "summary.json"),
+        # The file is named after the judge's label; a report without its own "judge" key keeps that name.
+        calibrations=[{"judge": path.stem.removeprefix("calibration-"), **(read_json_object(path) or {})}
+                      for path in sorted(feedback_dir.glob("calibration-*.json"))],
+        reward_summary=read_json_object(run_dir / "reward" / "summary.json"),
+        reward_log=read_log(run_dir / "reward" / "log_history.jsonl"),
+    )
+    for algorithm in RL_ALGORITHMS:
+        log = read_log(run_dir / algorithm / "log.jsonl")
+        if log is not None:
+            run.rl_logs[algorithm] = log
+        summary = read_json_object(run_dir / algorithm / "summary.json")
+        if summary is not None:
+            run.rl_summaries[algorithm] = summary
+    return run

@@ -1,0 +1,235 @@
+"""`apirl report`: the Wilson interval by hand, a report built from a small synthetic run directory (its numbers in
+report.md, nothing external in report.html), missing stages shown as "not run", malformed files named, the CLI,
+and report.html rendered by headless Chromium with every image loaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from apirl.cli import app
+from apirl.errors import InputError
+from apirl.report import collect_run, wilson_interval, write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOMAINS = ("Audio Audio Classification", "Natural Language Processing Translation")
+
+
+def test_wilson_interval_by_hand() -> None:
+    z2 = 1.959963984540054 ** 2  # 3.841459
+    # 0 of 10: the lower bound is 0 and the upper one is z²/(n + z²) = 3.841459 / 13.841459 = 0.277533.
+    low, high = wilson_interval(0.0, 10)
+    assert low == 0.0 and high == pytest.approx(z2 / (10 + z2)) and high == pytest.approx(0.277533, abs=1e-6)
+    # 5 of 10: centre 0.5, half-width z·sqrt(0.025 + z²/400) / (1 + z²/10) = 1.959964 · 0.186021 / 1.384146
+    # = 0.263407, so [0.236593, 0.763407] (the textbook value for 5/10).
+    low, high = wilson_interval(0.5, 10)
+    assert low == pytest.approx(0.236593, abs=1e-6) and high == pytest.approx(0.763407, abs=1e-6)
+    assert all(math.isnan(bound) for bound in wilson_interval(0.0, 0))
+
+
+def _summary(n: int, ast: float, *, executability: float | None = None, failures: dict[str, int] | None = None,
+             per_domain: tuple[float, float] = (0.0, 0.5)) -> dict[str, Any]:
+    """An eval summary of the shape `apirl eval responses --split test --exec --json` prints (no question text)."""
+    summary: dict[str, Any] = {
+        "split": "test", "n": n, "mode": "gorilla", "ast_accuracy": ast, "hallucination": 0.5, "error": 0.25,
+        "strict_accuracy": 0.125, "api_call_exact": 0.1, "model_id_match": 0.1, "rouge_l": 0.3, "codebleu": 0.2,
+        "ci95": {"ast_accuracy": [max(0.0, ast - 0.05), ast + 0.05], "hallucination": [0.4, 0.6],
+                 "strict_accuracy": [0.05, 0.2], "rouge_l": [0.25, 0.35], "codebleu_sentence_mean": [0.1, 0.3]},
+        "per_domain": {domain: {"n": n // 2, "ast_accuracy": rate, "hallucination": 0.5, "strict_accuracy": 0.0,
+                                "rouge_l": 0.3} for domain, rate in zip(DOMAINS, per_domain, strict=True)},
+        "missing_responses": 0,
+    }
+    if executability is not None:
+        summary.update({"executability": executability, "executability_strict": 0.0, "exec_failures": failures})
+    return summary
+
+
+def _write(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload), encoding="utf-8")
+
+
+def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def _manifest(stage: str, wall: float, memory: float) -> dict[str, Any]:
+    return {"stage": stage, "config": {stage: {"learning_rate": 0.0001}}, "seed": 0, "git_commit": "abc123",
+            "versions": {"torch": "2.13.0+cpu", "transformers": "4.57.6"}, "wall_time_s": wall,
+            "peak_memory_mb": memory, "finished_at": "2026-01-02T03:04:05+00:00"}
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run with two evaluated models, Gorilla anchors, SFT, feedback, a reward model, PPO, GRPO and DPO."""
+    run = tmp_path / "runs" / "tiny"
+    _write(run / "eval" / "sft.json", _summary(40, 0.25, executability=0.1, per_domain=(0.5, 0.0),
+                                                failures={"syntax_error": 20, "unknown_model_id": 16}))
+    _write(run / "eval" / "base-chat.json", _summary(40, 0.0, executability=0.0, failures={"syntax_error": 40}))
+    _write(run / "eval" / "gorilla.json", [["Gorilla-7B FT 0_shot", _summary(40, 0.75)],
+                                           ["Gorilla-7B RT bm25", _summary(40, 0.5)]])
+    _write(run / "eval" / "manifest.json", _manifest("eval", 60.0, 900.0))
+    _write_lines(run / "sft" / "log_history.jsonl", [
+        {"loss": 2.0, "step": 4, "epoch": 0.1}, {"loss": 1.5, "step": 8, "epoch": 0.2},
+        {"eval_loss": 1.7, "step": 8, "epoch": 0.2}, {"train_runtime": 10.0, "step": 8}])
+    _write(run / "sft" / "summary.json", {"steps": 8, "first_loss": 2.0, "last_loss": 1.5, "eval_loss": 1.7})
+    _write(run / "sft" / "manifest.json", _manifest("sft", 1555.25, 13151.9))
+    _write(run / "feedback" / "summary.json", {"judge": "tools", "label_rate": 0.375, "mean_score": 4.5,
+                                               "pairs": 12, "seconds_per_1000_judgments": 1.2})
+    _write(run / "feedback" / "calibration-tools.json", {
+        "judge": "tools", "split": "val", "examples": 20, "auc": 0.8399, "seconds_per_1000_judgments": 1.155,
+        "per_question": {"imports": {"auc": 0.74, "abstain_rate": 0.28}},
+        "per_kind": {"syntax_error": {"n": 20, "auc": 1.0}, "unknown_kwarg": {"n": 20, "auc": 0.6362}}})
+    _write(run / "feedback" / "calibration-local.json", {
+        "judge": "local", "split": "val", "examples": 20, "auc": 0.5157, "seconds_per_1000_judgments": None,
+        "per_kind": {"syntax_error": {"n": 20, "auc": 0.5025}}})
+    _write(run / "reward" / "summary.json", {
+        "kind": "classifier", "heldout_accuracy": 0.8125, "heldout_auc": 0.9, "gold_vs_mutant": {
+            "split": "val", "examples": 10, "pairs": 40, "rate": 0.7,
+            "per_kind": {"syntax_error": {"pairs": 20, "rate": 0.95}, "unknown_kwarg": {"pairs": 20, "rate": 0.45}}}})
+    _write_lines(run / "reward" / "log_history.jsonl", [{"loss": 0.7, "step": 1}, {"loss": 0.5, "step": 2}])
+    _write_lines(run / "ppo" / "log.jsonl", [
+        {"step": s, "score": 0.1 * s, "kl": 0.01 * s, "entropy": 1.0, "clip_fraction": 0.1, "value_loss": 0.2,
+         "response_length": 30 + s} for s in range(1, 5)])
+    _write(run / "ppo" / "summary.json", {"algorithm": "ppo", "steps": 4, "first_score": 0.1, "last_score": 0.4})
+    _write_lines(run / "grpo" / "log.jsonl", [
+        {"step": s, "reward": 0.2 * s, "kl": 0.02 * s, "completions/mean_length": 40.0, "rewards/tools/mean": 0.3}
+        for s in range(1, 4)] + [{"train_runtime": 5.0, "step": 3}])
+    _write_lines(run / "dpo" / "log.jsonl", [
+        {"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.0},
+        {"step": 2, "eval_loss": 0.6, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.3}])
+    _write(run / "pipeline.json", {
+        "config": {"name": "tiny", "seed": 0, "sft": {"learning_rate": 0.0001}}, "versions": {"torch": "2.13.0+cpu"},
+        "commit": "abc123", "started_at": "2026-01-02T03:00:00+00:00", "finished_at": "2026-01-02T04:00:00+00:00",
+        "stages": [{"name": "sft", "status": "ran", "seconds": 1555.3}, {"name": "reward", "status": "skipped",
+                                                                         "seconds": 0.1}]})
+    return run
+
+
+def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
+    files = write_report(run_dir, command="apirl report runs/tiny")
+    markdown = files.markdown.read_text(encoding="utf-8")
+    # Results: run models first (report order), then the anchors; bootstrap intervals from the file, Wilson ones
+    # for executability: 4/40 -> [4.0, 23.1], 0/40 -> [0.0, 8.8] (see test_wilson_interval_by_hand's formula).
+    assert ("| base-chat | 40 | 0.0 [0.0, 5.0] | 50.0 [40.0, 60.0] | 12.5 [5.0, 20.0] | 30.0 [25.0, 35.0] | 20.0 "
+            "| 0.0 [0.0, 8.8] | 0.0 [0.0, 8.8] |") in markdown
+    assert ("| sft | 40 | 25.0 [20.0, 30.0] | 50.0 [40.0, 60.0] | 12.5 [5.0, 20.0] | 30.0 [25.0, 35.0] | 20.0 "
+            "| 10.0 [4.0, 23.1] | 0.0 [0.0, 8.8] |") in markdown
+    assert "| Gorilla-7B FT 0_shot | 40 | 75.0 [70.0, 80.0] |" in markdown
+    assert markdown.index("| base-chat |") < markdown.index("| sft |") < markdown.index("| Gorilla-7B RT bm25 |")
+    assert "Every row scores the same split (test, n = 40)." in markdown
+    assert "| sft | 40 | 4 | 20 | 16 |" in markdown  # ran = 0.1 × 40, then syntax_error, unknown_model_id
+    # Per domain: the run's models and the zero-shot anchor only (RT bm25 retrieves: not comparable).
+    assert "| domain | n | base-chat | sft | Gorilla-7B FT 0_shot |" in markdown
+    assert "| Audio Audio Classification | 20 | 0.0 | 50.0 | 0.0 |" in markdown
+    assert "| tools | 0.8399 | 1 | 0.6362 | 1.155 | 20 | val |" in markdown
+    assert "| local | 0.5157 | 0.5025 | – | – (all cached) | 20 | val |" in markdown
+    assert "| syntax_error | 20 | 0.95 |" in markdown and "| heldout_auc | 0.9 |" in markdown
+    assert "| last_score | 0.4 |" in markdown and "rloo: not run" in markdown
+    assert "| sft | 2026-01-02T03:04:05+00:00 | 1,555 | 13,152 |" in markdown
+    assert "| reward | skipped | 0.1 |  |" in markdown
+    assert "**Commit:** `abc123`" in markdown and "`apirl report runs/tiny`" in markdown
+    assert "see report.html for the plots" in markdown and "<img" not in markdown and "](" not in markdown
+
+    page = files.html.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page and "<script" not in page and "url(" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(source.startswith("data:image/png;base64,") for source in sources)
+    # headline, executability, per domain, SFT loss, calibration, reward bars, reward loss, PPO, GRPO, DPO, cost
+    assert page.count("<img") == len(sources) == 11
+    assert "<details>" in page and "25.0 [20.0, 30.0]" in page and "&quot;learning_rate&quot;: 0.0001" in page
+
+
+def test_missing_pieces_are_not_run(tmp_path: Path) -> None:
+    run = tmp_path / "empty"
+    run.mkdir()
+    files = write_report(run, tmp_path / "out", command="apirl report empty")
+    assert files.markdown.parent == tmp_path / "out" and not (run / "report.md").exists()
+    markdown = files.markdown.read_text(encoding="utf-8")
+    for phrase in ("Evaluation: not run", "SFT: not run", "Feedback stage: not run", "Judge calibration: not run",
+                   "Reward model: not run", "ppo, grpo, rloo, dpo: not run", "| sft | not run | – | – |"):
+        assert phrase in markdown
+    assert "<img" not in files.html.read_text(encoding="utf-8")
+
+
+def test_a_malformed_log_line_names_the_file_and_line(run_dir: Path) -> None:
+    log = run_dir / "ppo" / "log.jsonl"
+    log.write_text('{"step": 1, "score": 0.1}\n{"step": 2, "score": \n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        collect_run(run_dir)
+    assert caught.value.path == str(log) and caught.value.line == 2 and f"{log}:2" in str(caught.value)
+
+
+def test_a_malformed_eval_file_names_the_file(run_dir: Path) -> None:
+    _write(run_dir / "eval" / "sft.json", {"ast_accuracy": 0.5})
+    with pytest.raises(InputError, match=r"sft\.json.*'n'"):
+        collect_run(run_dir)
+    (run_dir / "eval" / "gorilla.json").write_text("[1, 2", encoding="utf-8")
+    (run_dir / "eval" / "sft.json").unlink()
+    with pytest.raises(InputError, match=r"gorilla\.json:1"):
+        collect_run(run_dir)
+
+
+def test_gorilla_rows_as_printed_by_the_cli_are_read_too(run_dir: Path) -> None:
+    _write(run_dir / "eval" / "gorilla.json", {"Gorilla-7B RT 0_shot": _summary(40, 0.875)})
+    assert [label for label, _ in collect_run(run_dir).anchors] == ["Gorilla-7B RT 0_shot"]
+
+
+def test_cli_report_json_and_errors(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    paths = json.loads(result.stdout)
+    assert Path(paths["html"]).is_file() and Path(paths["markdown"]) == tmp_path / "out" / "report.md"
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "run directory not found" in missing.output
+
+
+# The report has no script of its own; this copy gets one that writes, once the page has loaded, how many images
+# there are and how many decoded to a real bitmap, where --dump-dom can read it.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const loaded = images.filter((img) => img.complete && img.naturalWidth > 0).length;
+  document.body.setAttribute("data-probe", `images=${images.length} loaded=${loaded}`);
+});
+</script>"""
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium; CI must have it (`make setup` installs it), a local machine may skip."""
+    if not CHROMIUM.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing in CI: `make setup` installs it (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    return CHROMIUM
+
+
+def test_report_renders_in_headless_chromium_with_its_images(run_dir: Path, tmp_path: Path, chromium: Path) -> None:
+    files = write_report(run_dir, command="apirl report runs/tiny")
+    probed = tmp_path / "probed.html"
+    probed.write_text(files.html.read_text(encoding="utf-8").replace("</body>", PROBE + "\n</body>"),
+                      encoding="utf-8")
+    profile = tmp_path / "chromium-profile"
+    command = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+               "--dump-dom", probed.as_uri()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    shutil.rmtree(profile, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    probe = re.search(r'data-probe="images=(\d+) loaded=(\d+)"', result.stdout)
+    assert probe, result.stdout[:2000]
+    images, loaded = map(int, probe.groups())
+    assert images == loaded == 11
+    assert "apirl report: tiny" in result.stdout
