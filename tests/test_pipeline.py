@@ -47,9 +47,9 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
 
     overrides = ["pipeline.gorilla_exec=false", f'execution.hub_dir="{tmp_path / "hub"}"']
     config = smoke_config(real_data_dir, tmp_path, "pipe", *overrides)
-    record = run_pipeline(config, until_stage="eval")
+    record = run_pipeline(config)
     assert _statuses(record) == {name: "ran" for name in ("data", "sft", "feedback", "ppo", "generate base-chat",
-                                                          "generate sft", "generate ppo", "eval")}
+                                                          "generate sft", "generate ppo", "eval", "report")}
     run_dir = tmp_path / "pipe"
     for label in ("base-chat", "sft", "ppo"):
         summary = json.loads((run_dir / "eval" / f"{label}.json").read_text())
@@ -58,6 +58,8 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
     anchors = json.loads((run_dir / "eval" / "gorilla.json").read_text())
     assert anchors[0][0].startswith("Gorilla-7B") and anchors[0][1]["n"] == 8
     assert json.loads((run_dir / "pipeline.json").read_text())["finished_at"]
+    report = (run_dir / "report.md").read_text()
+    assert "base-chat" in report and "ppo" in report and (run_dir / "report.html").is_file()
 
     again = run_pipeline(config, until_stage="eval")
     assert set(_statuses(again).values()) == {"skipped"}
