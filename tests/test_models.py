@@ -85,15 +85,6 @@ def test_loading_a_model_that_does_not_exist_is_a_clear_error(tmp_path: Path, mo
         load_model(empty)
 
 
-def test_generated_lengths_stop_at_the_first_eos() -> None:
-    import torch
-
-    from apirl.models.generation import _generated_lengths
-
-    new = torch.tensor([[5, 6, 2, 0, 0], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0]])
-    assert _generated_lengths(new, [2], pad_id=0).tolist() == [3, 5, 1]
-
-
 # ------------------------------------------------------------------------------------------------------------
 # With the tiny random model (SmolLM2's tokenizer) and the real data: files round-trip through the evaluator.
 

@@ -20,6 +20,8 @@ from apirl.models.config import GenerateConfig
 
 # A completion ends where the model begins a new example: these never occur inside an answer.
 STOP_STRINGS = (PROMPT_INSTRUCTION, PROMPT_INPUT, PROMPT_OUTPUT)
+# A stop string is looked for in the text of a row's last tokens: longer than any stop string's tokens.
+STOP_TAIL_TOKENS = 16
 
 CHAT_SYSTEM_PROMPT = """\
 You write Python code that uses a Hugging Face model to do what the user asks. Answer in exactly this format, \
@@ -90,50 +92,40 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
                      on_batch: Callable[[list[int], list[str], int], None]) -> GenerationStats:
     """Generate a completion for every prompt; `on_batch(indices, texts, new_tokens)` after each batch.
 
-    Prompts are batched longest first so a batch holds similar lengths (less padding). Sampling is seeded per
-    batch from `seed` and the batch's position, so a rerun with the same prompts and config is identical.
+    Prompts are batched longest first so a batch holds similar lengths (less padding); a row leaves its batch
+    as soon as it ends (`apirl.models.engine`). Sampling is seeded per batch from `seed` and the batch's
+    position, so a rerun with the same prompts and config is identical.
     """
     import time
 
     import torch
-    from transformers import GenerationConfig
+
+    from apirl.models.engine import decode_pruned
 
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    eos_ids = model.generation_config.eos_token_id
-    generation = GenerationConfig(
-        max_new_tokens=config.max_new_tokens, do_sample=config.do_sample,
-        temperature=config.temperature if config.do_sample else None,
-        top_p=config.top_p if config.do_sample else None, top_k=None,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids if eos_ids is not None else tokenizer.eos_token_id,
-        stop_strings=list(STOP_STRINGS))
+    eos = model.generation_config.eos_token_id
+    eos = eos if eos is not None else tokenizer.eos_token_id
+    eos_ids = list(eos) if isinstance(eos, list | tuple) else [int(eos)]
+
+    def stopped(tokens: list[int]) -> bool:
+        tail = tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=True)
+        return any(stop in tail for stop in STOP_STRINGS)
+
     stats = GenerationStats()
     started = time.perf_counter()
     for batch_number, start in enumerate(range(0, len(order), config.batch_size)):
         indices = order[start:start + config.batch_size]
         encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(device)
-        torch.manual_seed(seed * 100_003 + batch_number)
-        with torch.no_grad():
-            output = model.generate(**encoded, generation_config=generation, tokenizer=tokenizer)
-        new = output[:, encoded["input_ids"].shape[1]:]
+        generator = torch.Generator(device=device).manual_seed(seed * 100_003 + batch_number)
+        new = decode_pruned(model, encoded["input_ids"], encoded["attention_mask"],
+                            max_new_tokens=config.max_new_tokens, eos_ids=eos_ids, do_sample=config.do_sample,
+                            temperature=config.temperature, top_p=config.top_p, generator=generator, stop=stopped)
         texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True)) for row in new]
-        new_tokens = int(_generated_lengths(new, generation.eos_token_id, tokenizer.pad_token_id).sum())
+        new_tokens = sum(len(row) for row in new)
         stats.prompts += len(indices)
         stats.new_tokens += new_tokens
         stats.seconds = time.perf_counter() - started
         on_batch(indices, texts, new_tokens)
     return stats
-
-
-def _generated_lengths(new: Any, eos_ids: Any, pad_id: int | None) -> Any:
-    """Tokens generated per row, counting the first EOS and nothing after it (the rest is padding)."""
-    import torch
-
-    eos = torch.tensor(eos_ids if isinstance(eos_ids, list) else [eos_ids], device=new.device)
-    finished = torch.isin(new, eos)
-    if pad_id is not None:
-        finished |= new == pad_id
-    first = torch.where(finished.any(dim=1), finished.float().argmax(dim=1) + 1,
-                        torch.full((new.shape[0],), new.shape[1], device=new.device))
-    return first

@@ -52,6 +52,7 @@ from typing import Any
 from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
+from apirl.models.engine import filter_top_p
 from apirl.models.generation import cut_at_stop
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
@@ -171,19 +172,6 @@ def position_ids(mask: Any) -> Any:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _filter_top_p(probs: Any, top_p: float) -> Any:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches top_p (renormalised)."""
-    import torch
-
-    if top_p >= 1.0:
-        return probs
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above each one
-    sorted_probs = torch.where(before < top_p, sorted_probs, torch.zeros_like(sorted_probs))
-    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return kept / kept.sum(-1, keepdim=True)
-
-
 def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_tokens: int, temperature: float,
                      top_p: float, eos_ids: Sequence[int], pad_id: int, generator: Any) -> tuple[Any, Any, Any]:
     """(response ids (B, T), response mask (B, T), ended (B,)), sampled token by token with the KV cache from
@@ -203,7 +191,7 @@ def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_t
         tokens, real = [], []
         for index in range(max_new_tokens):
             probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
-            token = torch.multinomial(_filter_top_p(probs, top_p), 1, generator=generator).squeeze(1)
+            token = torch.multinomial(filter_top_p(probs, top_p), 1, generator=generator).squeeze(1)
             real.append(~done)
             token = torch.where(done, torch.full_like(token, pad_id), token)
             tokens.append(token)
