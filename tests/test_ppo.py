@@ -8,17 +8,7 @@ from pathlib import Path
 import pytest
 
 from apirl.errors import InputError
-from apirl.train.rewards import rule_reward
 from smoke_helpers import smoke_config
-
-
-def test_rule_rewards() -> None:
-    assert rule_reward("rule:contains:abc")(["p", "p"], ["xabcx", "ab"]) == [1.0, 0.0]
-    short = rule_reward("rule:short")(["p", "p"], ["", "x" * 100])
-    assert short == [0.0, -1.0]
-    with pytest.raises(InputError, match="unknown rule reward"):
-        rule_reward("rule:nope")
-
 
 # ------------------------------------------------------------------------------------------------------------
 # The tiny random model.

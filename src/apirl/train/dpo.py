@@ -20,8 +20,7 @@ from typing import Any
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.rundir import StageResult
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
     checkpoint_to_resume,
@@ -31,7 +30,7 @@ from apirl.train.checkpoints import (
 )
 from apirl.train.config import lora_config
 from apirl.train.reward import heldout_examples, load_preferences
-from apirl.train.rl import policy_inputs, policy_source, rl_stage_config
+from apirl.train.rl import policy_inputs, policy_source, run_rl_stage
 
 STAGE = "dpo"
 MODEL_DIR = "model"
@@ -113,15 +112,5 @@ def run_dpo(config: RunConfig, *, resume: bool = False, force: bool = False,
     pairs = pairs_path(config)
     if not pairs.is_file():
         raise InputError(f"no preference pairs at {pairs}: run `apirl feedback` first", path=pairs)
-    inputs = [pairs, *policy_inputs(config)]
-    stage_dir = config.run_dir / STAGE
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    stage_config = {"dpo": config.dpo.model_dump(mode="json"), **rl_stage_config(config)}
-
-    def work(directory: Path) -> list[Path]:
-        train_dpo(config, directory, resume=resume, callbacks=callbacks,
-                  fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
-
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+    return run_rl_stage(config, config.dpo, [pairs, *policy_inputs(config)], train_dpo, resume=resume, force=force,
+                        callbacks=callbacks)

@@ -25,8 +25,7 @@ from typing import Any
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.rundir import StageResult
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
     base_trainer_kwargs,
@@ -36,7 +35,7 @@ from apirl.train.checkpoints import (
 )
 from apirl.train.config import GroupFields, lora_config
 from apirl.train.rewards import reward_terms, trl_reward_funcs
-from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, rl_stage_config
+from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, run_rl_stage
 
 MODEL_DIR = "model"
 LOG = "log.jsonl"
@@ -156,16 +155,5 @@ def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, cal
 def run_group(config: RunConfig, *, resume: bool = False, force: bool = False,
               callbacks: Sequence[Any] = ()) -> StageResult:
     """The GRPO or RLOO stage (`runs/<name>/<algorithm>/`): trains unless an identical run finished."""
-    algorithm = config.rl.algorithm
-    inputs = online_inputs(config)
-    stage_dir = config.run_dir / algorithm
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    stage_config = {algorithm: group_table(config).model_dump(mode="json"), **rl_stage_config(config)}
-
-    def work(directory: Path) -> list[Path]:
-        train_group(config, directory, resume=resume, callbacks=callbacks,
-                    fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
-
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+    return run_rl_stage(config, group_table(config), online_inputs(config), train_group, resume=resume, force=force,
+                        callbacks=callbacks)

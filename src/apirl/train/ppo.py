@@ -54,13 +54,12 @@ from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
 from apirl.models.engine import filter_top_p
 from apirl.models.generation import cut_at_stop
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.rundir import StageResult
 from apirl.train import ppo_math
 from apirl.train.checkpoints import checkpoint_to_resume, save_final_model
 from apirl.train.config import lora_config
 from apirl.train.rewards import combine, reward_terms
-from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, rl_stage_config
+from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, run_rl_stage
 
 STAGE = "ppo"
 MODEL_DIR = "model"
@@ -431,15 +430,5 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
 def run_ppo(config: RunConfig, *, resume: bool = False, force: bool = False,
             on_step: StepHook | None = None) -> StageResult:
     """The PPO stage: prepares the data stage if needed, then trains unless an identical run finished."""
-    inputs = online_inputs(config)
-    stage_dir = config.run_dir / STAGE
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    stage_config = {"ppo": config.ppo.model_dump(mode="json"), **rl_stage_config(config)}
-
-    def work(directory: Path) -> list[Path]:
-        train_ppo(config, directory, resume=resume, on_step=on_step,
-                  fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / "summary.json", directory / LOG, directory / MODEL_DIR / "model.safetensors"]
-
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+    return run_rl_stage(config, config.ppo, online_inputs(config), train_ppo, resume=resume, force=force,
+                        on_step=on_step)

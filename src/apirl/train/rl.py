@@ -9,6 +9,8 @@ step) and `summary.json`.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
 from apirl.models.load import ModelSource, resolve_or_sft
-from apirl.rundir import StageResult
+from apirl.rundir import StageResult, run_stage
+from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.train.checkpoints import CHECKPOINTS_DIR
 from apirl.train.rewards import reward_model_path
 
 
@@ -73,6 +77,25 @@ def rl_stage_config(config: RunConfig) -> dict[str, Any]:
     """The `[rl]` part of an RL stage's manifest (the algorithm adds its own table); DPO has no reward."""
     stage = {"rl": config.rl.model_dump(mode="json"), "policy": policy_source(config).spec}
     return stage if config.rl.algorithm == "dpo" else {**stage, "reward": reward_summary(config)}
+
+
+def run_rl_stage(config: RunConfig, table: Any, inputs: list[Path], train: Callable[..., dict[str, Any]], *,
+                 resume: bool, force: bool, **train_kwargs: Any) -> StageResult:
+    """An algorithm's stage in `runs/<name>/<algorithm>/`: skipped when an identical run finished (its table,
+    `[rl]`, seed and input hashes), else `train(config, directory, resume=..., fingerprint=..., **train_kwargs)`,
+    which writes `summary.json`, `log.jsonl` and `model/`. `force` discards an interrupted run's checkpoints."""
+    algorithm = config.rl.algorithm
+    stage_dir = config.run_dir / algorithm
+    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
+        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+    stage_config = {algorithm: table.model_dump(mode="json"), **rl_stage_config(config)}
+
+    def work(directory: Path) -> list[Path]:
+        train(config, directory, resume=resume, fingerprint=stage_fingerprint(stage_config, config.seed, inputs),
+              **train_kwargs)
+        return [directory / "summary.json", directory / "log.jsonl", directory / "model" / "model.safetensors"]
+
+    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
 
 
 def run_rl(config: RunConfig, *, resume: bool = False, force: bool = False, **kwargs: Any) -> StageResult:
