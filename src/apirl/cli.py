@@ -35,6 +35,9 @@ err_console = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (configs/*.toml).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set data.seed=3.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; discards "
+                                                        "checkpoints.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -308,10 +311,7 @@ def generate_cmd(
 @friendly_errors
 def sft_cmd(
     config: ConfigOpt = None, set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last "
-                                                          "checkpoint.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; "
-                                                        "discards checkpoints.")] = False,
+    resume: ResumeOpt = False, force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Supervised fine-tuning (M_SFT) on the train split; the model lands in runs/<name>/sft/model."""
@@ -334,10 +334,7 @@ def sft_cmd(
 @friendly_errors
 def reward_cmd(
     config: ConfigOpt = None, set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last "
-                                                          "checkpoint.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; "
-                                                        "discards checkpoints.")] = False,
+    resume: ResumeOpt = False, force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the reward model on the feedback (classifier on the labels, or pairwise on the pairs); reports
@@ -371,10 +368,7 @@ def reward_cmd(
 @friendly_errors
 def rl_cmd(
     config: ConfigOpt = None, set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last "
-                                                          "checkpoint.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Train again even if an identical run finished; "
-                                                        "discards checkpoints.")] = False,
+    resume: ResumeOpt = False, force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """RL fine-tuning of the policy: `rl.algorithm` = ppo, grpo, rloo (against the reward of [rl]) or dpo (on the
