@@ -59,6 +59,12 @@ def _config(config: Path | None, overrides: list[str] | None) -> RunConfig:
     return load_config(config, overrides or [])
 
 
+def _stage_summary(stage_dir: Path, name: str = "summary.json") -> dict[str, Any]:
+    """A stage's summary file, or {} when the stage wrote none (skipped before summaries existed)."""
+    path = stage_dir / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def _print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
 
@@ -319,8 +325,7 @@ def sft_cmd(
 
     cfg = _config(config, set_)
     result = run_sft(cfg, resume=resume, force=force)
-    summary_path = result.stage_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    summary = _stage_summary(result.stage_dir)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
     else:
@@ -344,8 +349,7 @@ def reward_cmd(
     cfg = _config(config, set_)
     with redirect_stdout(sys.stderr):  # the Trainer prints its log lines on stdout: keep --json's stdout clean
         result = run_reward(cfg, resume=resume, force=force)
-    summary_path = result.stage_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    summary = _stage_summary(result.stage_dir)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return
@@ -378,8 +382,7 @@ def rl_cmd(
     cfg = _config(config, set_)
     with redirect_stdout(sys.stderr):
         result = run_rl(cfg, resume=resume, force=force)
-    summary_path = result.stage_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    summary = _stage_summary(result.stage_dir)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return
@@ -466,8 +469,7 @@ def feedback_cmd(
     cfg = _config(config, set_)
     with _judge_errors():
         result = run_feedback(cfg, force=force, console=err_console)
-    summary_path = result.stage_dir / SUMMARY
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    summary = _stage_summary(result.stage_dir, SUMMARY)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return
