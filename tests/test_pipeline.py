@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apirl.errors import InputError
-from apirl.pipeline.run import model_rows, needs_reward_model, run_pipeline, stage_range
+from apirl.pipeline.run import model_rows, needs_reward_model, remaining_estimate, run_pipeline, stage_range
 from smoke_helpers import smoke_config
 
 
@@ -36,6 +36,13 @@ def test_model_rows_and_when_the_reward_model_is_needed() -> None:
         load_config(None, ['pipeline.algorithms=["ppo", "ppo"]'])
 
 
+def test_remaining_estimate_only_when_every_remaining_step_was_timed() -> None:
+    times = {"sft": 600.0, "feedback": 300.0, "eval": 120.0}
+    assert remaining_estimate(times, ["feedback", "eval"]) == ", ~7 min left by the last run's times"
+    assert remaining_estimate(times, ["feedback", "ppo"]) == ""  # ppo never ran: no partial sum
+    assert remaining_estimate({}, ["data"]) == ""
+
+
 def _statuses(record: dict) -> dict[str, str]:
     return {stage["name"]: stage["status"] for stage in record["stages"]}
 
@@ -45,12 +52,15 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import apirl.pipeline.run as pipeline
 
-    overrides = ["pipeline.gorilla_exec=false", f'execution.hub_dir="{tmp_path / "hub"}"']
-    config = smoke_config(real_data_dir, tmp_path, "pipe", *overrides)
+    # A relative runs dir, as `make demo` has (the default "runs"), so paths are joined the way a user's are.
+    monkeypatch.chdir(tmp_path)
+    overrides = ["pipeline.gorilla_exec=false", f'execution.hub_dir="{tmp_path / "hub"}"',
+                 f'data.split_dir="{Path(__file__).parents[1] / "data" / "splits"}"']
+    config = smoke_config(real_data_dir, Path("runs"), "pipe", *overrides)
     record = run_pipeline(config)
     assert _statuses(record) == {name: "ran" for name in ("data", "sft", "feedback", "ppo", "generate base-chat",
                                                           "generate sft", "generate ppo", "eval", "report")}
-    run_dir = tmp_path / "pipe"
+    run_dir = tmp_path / "runs" / "pipe"
     for label in ("base-chat", "sft", "ppo"):
         summary = json.loads((run_dir / "eval" / f"{label}.json").read_text())
         assert summary["n"] == 8 and summary["missing_responses"] == 0  # the run scores what it generates
@@ -63,9 +73,11 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
 
     again = run_pipeline(config, until_stage="eval")
     assert set(_statuses(again).values()) == {"skipped"}
+    # The times of the steps that ran survive a rerun that skipped them (what the remaining-time estimate reads).
+    assert set(again["step_seconds"]) == set(_statuses(record)) and again["step_seconds"] == record["step_seconds"]
 
     # A second algorithm whose generation dies: the stages before it stay done, the rerun does only the rest.
-    two = smoke_config(real_data_dir, tmp_path, "pipe", *overrides, 'pipeline.algorithms=["ppo", "grpo"]')
+    two = smoke_config(real_data_dir, Path("runs"), "pipe", *overrides, 'pipeline.algorithms=["ppo", "grpo"]')
     real_generate = pipeline.generate_model
 
     def dies_on_grpo(config, row, force=False):

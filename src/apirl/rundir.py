@@ -112,7 +112,9 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     `work` returns the paths of the files it wrote (relative to the stage dir or absolute inside it); they are
     hashed into the manifest so a damaged output makes the next run redo the stage.
     """
-    stage_dir = Path(stage_dir)
+    # Absolute, so that the paths `work` builds from it are absolute too (a relative runs_dir, the default "runs",
+    # would otherwise make them relative to the working directory and be read as relative to the stage dir).
+    stage_dir = Path(stage_dir).absolute()
     expected = fingerprint(config, seed, inputs)
     if not force and is_up_to_date(stage_dir, expected):
         return StageResult(stage_dir, read_manifest(stage_dir) or {}, skipped=True)

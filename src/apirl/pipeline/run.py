@@ -14,7 +14,9 @@
 * report: `runs/<name>/report.md` and `report.html` (`apirl.report`).
 
 `runs/<name>/pipeline.json` records the config, versions, commit and each stage's status and seconds, rewritten
-after every stage; `runs/<name>/pipeline.log` keeps a timestamped line per stage event.
+after every stage; `runs/<name>/pipeline.log` keeps a timestamped line per stage event. It also keeps the last
+measured seconds of every step that ran (`step_seconds`, carried over from run to run), from which a later run of
+the same directory prints its remaining time: a first run has no estimate, and no number is made up.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ class Record:
         self.console = console
         self.data: dict[str, Any] = {
             "config": config.model_dump(mode="json"), "versions": package_versions(),
-            "commit": git_commit(Path(__file__).parent), "started_at": _now(), "finished_at": None, "stages": []}
+            "commit": git_commit(Path(__file__).parent), "started_at": _now(), "finished_at": None, "stages": [],
+            "step_seconds": previous_step_seconds(self.dir / RECORD)}
 
     def log(self, message: str) -> None:
         with (self.dir / LOG).open("a", encoding="utf-8") as handle:
@@ -177,6 +180,8 @@ class Record:
 
     def add(self, name: str, status: str, seconds: float, detail: str = "") -> None:
         self.data["stages"].append({"name": name, "status": status, "seconds": round(seconds, 1), "detail": detail})
+        if status == "ran":
+            self.data["step_seconds"][name] = round(seconds, 1)
         self.log(f"{name}: {status} ({seconds:.1f} s){' ' + detail if detail else ''}")
         self.save()
 
@@ -184,6 +189,22 @@ class Record:
         tmp = self.dir / (RECORD + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n", encoding="utf-8")
         tmp.replace(self.dir / RECORD)
+
+
+def previous_step_seconds(record: Path) -> dict[str, float]:
+    """The seconds each step took when it last ran, from an earlier `pipeline.json` (empty if none or unreadable:
+    the estimate is a convenience, never a reason to stop)."""
+    try:
+        return {str(k): float(v) for k, v in json.loads(record.read_text(encoding="utf-8"))["step_seconds"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def remaining_estimate(step_seconds: dict[str, float], names: list[str]) -> str:
+    """"~N min left" when every remaining step has a measured time, else "" (a partial sum would mislead)."""
+    if not names or any(name not in step_seconds for name in names):
+        return ""
+    return f", ~{sum(step_seconds[name] for name in names) / 60:.0f} min left by the last run's times"
 
 
 def _now() -> str:
@@ -244,8 +265,9 @@ def run_pipeline(config: RunConfig, *, from_stage: str | None = None, until_stag
     started = time.perf_counter()
     for index, (stage, name, action) in enumerate(steps, start=1):
         elapsed = time.perf_counter() - started
+        eta = remaining_estimate(record.data["step_seconds"], [n for _, n, _ in steps[index - 1:]])
         console.rule(f"[bold]apirl run {config.name}[/]  step {index}/{len(steps)}: {name}  "
-                     f"(stage {stage}, {elapsed / 60:.1f} min so far)")
+                     f"(stage {stage}, {elapsed / 60:.1f} min so far{eta})")
         step_started = time.perf_counter()
         try:
             result = action()
