@@ -58,8 +58,9 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
                  f'data.split_dir="{Path(__file__).parents[1] / "data" / "splits"}"']
     config = smoke_config(real_data_dir, Path("runs"), "pipe", *overrides)
     record = run_pipeline(config)
-    assert _statuses(record) == {name: "ran" for name in ("data", "sft", "feedback", "ppo", "generate base-chat",
-                                                          "generate sft", "generate ppo", "eval", "report")}
+    assert _statuses(record) == {name: "ran" for name in ("data", "sft", "feedback", "calibrate", "ppo",
+                                                          "generate base-chat", "generate sft", "generate ppo",
+                                                          "eval", "report")}
     run_dir = tmp_path / "runs" / "pipe"
     for label in ("base-chat", "sft", "ppo"):
         summary = json.loads((run_dir / "eval" / f"{label}.json").read_text())
@@ -70,6 +71,8 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
     assert json.loads((run_dir / "pipeline.json").read_text())["finished_at"]
     report = (run_dir / "report.md").read_text()
     assert "base-chat" in report and "ppo" in report and (run_dir / "report.html").is_file()
+    calibration = json.loads((run_dir / "feedback" / "calibration-tools.json").read_text())
+    assert (calibration["limit"], calibration["examples"]) == (5, 5) and "Judge calibration: not run" not in report
 
     again = run_pipeline(config, until_stage="eval")
     assert set(_statuses(again).values()) == {"skipped"}

@@ -143,7 +143,8 @@ def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, An
     report = {
         "judge": judge_label(fb), "judge_model": judge.model, "grounding": fb.grounding and fb.judge != "tools",
         "execute": uses_execution(fb),
-        "split": fb.calibrate_split, "examples": len(examples), "examples_with_code": kinds.count(GOLD),
+        "split": fb.calibrate_split, "limit": fb.calibrate_limit, "examples": len(examples),
+        "examples_with_code": kinds.count(GOLD),
         "questions": [q.key for q in questions_of(fb)], "mutant_seed": config.execution.mutant_seed,
         **calibration_report(kinds, answers),
         "judgments": sum(len(row) for row in answers), "judgments_made": counts.made, "cache_hits": counts.cached,

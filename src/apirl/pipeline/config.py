@@ -16,12 +16,15 @@ class PipelineConfig(StrictModel):
     """`algorithms`: the RL algorithms to train from M_SFT, each in its own stage (`runs/<name>/<algorithm>/`).
     `baselines`: rows for the untuned model: `chat` (zero-shot through its chat template) and `fewshot`
     (`fewshot_shots` solved train examples before the question, plain format). `gorilla_exec`: also run
-    Gorilla-7B's FT and RT 0-shot answers in the executability harness for the anchor rows (minutes)."""
+    Gorilla-7B's FT and RT 0-shot answers in the executability harness for the anchor rows (minutes).
+    `calibrate`: after the feedback, calibrate its judge (`apirl feedback calibrate`: gold answers of the
+    calibration split against their mutants, `feedback.calibrate_limit` examples) for the report."""
 
     algorithms: list[Literal["ppo", "grpo", "rloo", "dpo"]] = Field(default_factory=lambda: ["ppo"])
     baselines: list[Literal["chat", "fewshot"]] = Field(default_factory=lambda: ["chat"])
     fewshot_shots: int = Field(2, ge=1)
     gorilla_exec: bool = True
+    calibrate: bool = True
 
     @field_validator("algorithms", "baselines")
     @classmethod

@@ -6,6 +6,9 @@
   as they are; every one is skipped when its manifest matches (config, seed, input hashes), and the training
   stages continue an interrupted run from its last checkpoint (`resume=True`), so a killed `apirl run` started
   again picks up where it stopped. The reward stage runs only when an online algorithm reads the reward model.
+* calibrate (in the feedback stage, `[pipeline] calibrate`): the feedback judge's AUC on gold answers against
+  their mutants (`feedback/calibration-<judge>.json`), skipped when that file is newer than the feedback stage
+  and has the configured split and limit.
 * generate: one stage per model (`runs/<name>/generate/<label>/responses.jsonl`): the untuned policy model for
   each baseline of `[pipeline] baselines` (`base-chat`, `base-fewshot`), M_SFT (`sft`) and each M_RL (its
   algorithm's name). A killed generation resumes from its partial file.
@@ -105,6 +108,27 @@ def generate_model(config: RunConfig, row: ModelRow, force: bool = False) -> Sta
     stage_config = {"model": model.model_dump(mode="json"), "generate": generate.model_dump(mode="json"),
                     "data_split_dir": str(config.data.split_dir)}
     return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+
+
+def calibrate_judge(config: RunConfig) -> StageResult:
+    """`apirl feedback calibrate` with the run's judge, unless its report is newer than the feedback stage's
+    manifest and has the configured split and limit (the judge is in the file name; judgments and execution
+    verdicts are cached, so a rerun after a change costs little)."""
+    from apirl.feedback.calibrate import calibrate, calibration_path
+    from apirl.rundir import MANIFEST
+
+    path = calibration_path(config)
+    manifest = config.run_dir / "feedback" / MANIFEST
+    if path.is_file() and manifest.is_file() and path.stat().st_mtime >= manifest.stat().st_mtime:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            report = {}
+        if (report.get("split"), report.get("limit")) == (config.feedback.calibrate_split,
+                                                           config.feedback.calibrate_limit):
+            return StageResult(path.parent, {}, skipped=True)
+    calibrate(config)
+    return StageResult(path.parent, {}, skipped=False)
 
 
 def evaluate_models(config: RunConfig, rows: list[ModelRow], force: bool = False) -> StageResult:
@@ -228,6 +252,8 @@ def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callabl
             steps.append((stage, "sft", lambda: run_sft(config, resume=True)))
         elif stage == "feedback":
             steps.append((stage, "feedback", lambda: run_feedback(config)))
+            if config.pipeline.calibrate:
+                steps.append((stage, "calibrate", lambda: calibrate_judge(config)))
         elif stage == "reward" and needs_reward_model(config):
             steps.append((stage, "reward", lambda: run_reward(config, resume=True)))
         elif stage == "rl":

@@ -125,7 +125,9 @@ def header_section(run: RunData, command: str, written_at: str, machine: str) ->
     pipeline = run.pipeline or {}
     finished = sorted(m["finished_at"] for m in run.manifests.values() if m.get("finished_at"))
     if pipeline:
-        when = f"started {pipeline.get('started_at') or '–'}, finished {pipeline.get('finished_at') or 'not finished'}"
+        # `apirl run` writes the report as its last step, before the run's finish time exists.
+        ended = pipeline.get("finished_at") or "not yet when this report was written"
+        when = f"started {pipeline.get('started_at') or '–'}, finished {ended}"
     elif finished:
         when = f"stages finished between {finished[0]} and {finished[-1]} (no pipeline.json)"
     else:
