@@ -12,7 +12,7 @@ from apirl.rundir import read_manifest, run_stage
 def test_defaults_and_overrides():
     cfg = load_config(overrides=["name=exp1", "data.split_seed=3", "eval.split=all", 'data.data_dir="/x"'])
     assert cfg.name == "exp1" and cfg.data.split_seed == 3 and cfg.eval.split == "all"
-    assert str(cfg.data.data_dir) == "/x" and cfg.run_dir == Path("runs/exp1")
+    assert str(cfg.data.data_dir) == "/x" and cfg.run_dir == Path.cwd() / "runs" / "exp1"
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
     assert parse_override("a=hello world") == (["a"], "hello world")
 

@@ -49,7 +49,9 @@ class RunConfig(StrictModel):
 
     @property
     def run_dir(self) -> Path:
-        return self.runs_dir / self.name
+        """`runs_dir/name`, absolute (a relative `runs_dir` is taken from the working directory), so that every
+        path a stage builds from it means the same file wherever it is joined or compared."""
+        return (self.runs_dir / self.name).absolute()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
