@@ -71,7 +71,7 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
     assert json.loads((run_dir / "pipeline.json").read_text())["finished_at"]
     report = (run_dir / "report.md").read_text()
     assert "base-chat" in report and "ppo" in report and (run_dir / "report.html").is_file()
-    calibration = json.loads((run_dir / "feedback" / "calibration-tools.json").read_text())
+    calibration = json.loads((run_dir / "calibration" / "calibration-tools.json").read_text())
     assert (calibration["limit"], calibration["examples"]) == (5, 5) and "Judge calibration: not run" not in report
 
     again = run_pipeline(config, until_stage="eval")

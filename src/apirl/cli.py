@@ -492,7 +492,7 @@ def feedback_calibrate_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """AUC of a judge on the val split: gold answers (good) against their mutants (bad), per question and
-    mutant kind; writes runs/<name>/feedback/calibration-<judge>[-grounded][-exec].json."""
+    mutant kind; writes runs/<name>/calibration/calibration-<judge>[-grounded][-exec].json."""
     from apirl.feedback.calibrate import calibrate, calibration_path, print_calibration
 
     overrides = list(set_ or [])

@@ -11,6 +11,9 @@ half), for the score S, for each question's answer weight (P(yes), else the valu
 each mutant kind alone. A question's abstention rate says how often the judge left it unknown. The report
 also gives the judgments made (and found in the cache) and the seconds per 1,000 judgments made, the cost
 side of choosing a judge.
+
+Reports live in their own stage directory, `runs/<name>/calibration/` (one file per judge label, the execution
+verdicts beside them); the judgments share the feedback stage's cache, so a judge never answers twice.
 """
 
 from __future__ import annotations
@@ -114,9 +117,12 @@ def calibration_report(kinds: Sequence[str], answers: Sequence[Sequence[Answer]]
             "per_question": per_question, "per_kind": per_kind, **answer_stats(answers)}
 
 
+CALIBRATION_STAGE = "calibration"
+
+
 def calibration_path(config: RunConfig) -> Path:
-    """`runs/<name>/feedback/calibration-<judge label>.json` (see `judge_label`)."""
-    return config.run_dir / STAGE / f"calibration-{judge_label(config.feedback)}.json"
+    """`runs/<name>/calibration/calibration-<judge label>.json` (see `judge_label`)."""
+    return config.run_dir / CALIBRATION_STAGE / f"calibration-{judge_label(config.feedback)}.json"
 
 
 def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, Any]:
@@ -132,10 +138,9 @@ def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, An
     items = calibration_samples(examples, known_model_ids(data.api_db), config.execution.mutant_seed)
     samples = [sample for sample, _kind in items]
     kinds = [kind for _sample, kind in items]
-    stage_dir = config.run_dir / STAGE
-    executions = stage_dir / f"calibration-executions-{fb.calibrate_split}.jsonl"
+    executions = config.run_dir / CALIBRATION_STAGE / f"executions-{fb.calibrate_split}.jsonl"
     verdicts = execute_samples(config, data, samples, executions) if uses_execution(fb) else None
-    with JudgmentCache(stage_dir / CACHE) as cache:
+    with JudgmentCache(config.run_dir / STAGE / CACHE) as cache:
         judge = make_judge(fb, data.api_db, cache, device=config.model.device or None, exec_verdicts=verdicts)
         answers = judge_samples(judge, samples, console, what="calibrate")
         cache_stats = cache.stats()

@@ -7,8 +7,7 @@
   stages continue an interrupted run from its last checkpoint (`resume=True`), so a killed `apirl run` started
   again picks up where it stopped. The reward stage runs only when an online algorithm reads the reward model.
 * calibrate (in the feedback stage, `[pipeline] calibrate`): the feedback judge's AUC on gold answers against
-  their mutants (`feedback/calibration-<judge>.json`), skipped when that file is newer than the feedback stage
-  and has the configured split and limit.
+  their mutants (`apirl feedback calibrate`, `runs/<name>/calibration/`), a stage of its own like the others.
 * generate: one stage per model (`runs/<name>/generate/<label>/responses.jsonl`): the untuned policy model for
   each baseline of `[pipeline] baselines` (`base-chat`, `base-fewshot`), M_SFT (`sft`) and each M_RL (its
   algorithm's name). A killed generation resumes from its partial file.
@@ -110,25 +109,20 @@ def generate_model(config: RunConfig, row: ModelRow, force: bool = False) -> Sta
     return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
 
 
-def calibrate_judge(config: RunConfig) -> StageResult:
-    """`apirl feedback calibrate` with the run's judge, unless its report is newer than the feedback stage's
-    manifest and has the configured split and limit (the judge is in the file name; judgments and execution
-    verdicts are cached, so a rerun after a change costs little)."""
-    from apirl.feedback.calibrate import calibrate, calibration_path
-    from apirl.rundir import MANIFEST
+def calibrate_judge(config: RunConfig, force: bool = False) -> StageResult:
+    """`apirl feedback calibrate` with the run's judge, skipped when its judge, examples, mutants and data are
+    unchanged (judgments come from the feedback stage's cache either way)."""
+    from apirl.data.stage import data_inputs
+    from apirl.feedback.calibrate import CALIBRATION_STAGE, calibrate, calibration_path
 
-    path = calibration_path(config)
-    manifest = config.run_dir / "feedback" / MANIFEST
-    if path.is_file() and manifest.is_file() and path.stat().st_mtime >= manifest.stat().st_mtime:
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            report = {}
-        if (report.get("split"), report.get("limit")) == (config.feedback.calibrate_split,
-                                                           config.feedback.calibrate_limit):
-            return StageResult(path.parent, {}, skipped=True)
-    calibrate(config)
-    return StageResult(path.parent, {}, skipped=False)
+    def work(directory: Path) -> list[Path]:
+        calibrate(config)
+        return [calibration_path(config)]
+
+    stage_config = {"feedback": config.feedback.model_dump(mode="json"),
+                    "execution": config.execution.model_dump(mode="json"), "data": config.data.model_dump(mode="json")}
+    return run_stage(config.run_dir / CALIBRATION_STAGE, config=stage_config, seed=config.seed,
+                     inputs=data_inputs(config), work=work, force=force)
 
 
 def evaluate_models(config: RunConfig, rows: list[ModelRow], force: bool = False) -> StageResult:

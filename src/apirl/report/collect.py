@@ -142,7 +142,7 @@ def collect_run(run_dir: str | Path) -> RunData:
         feedback_summary=read_json_object(feedback_dir / "summary.json"),
         # The file is named after the judge's label; a report without its own "judge" key keeps that name.
         calibrations=[{"judge": path.stem.removeprefix("calibration-"), **(read_json_object(path) or {})}
-                      for path in sorted(feedback_dir.glob("calibration-*.json"))],
+                      for path in sorted((run_dir / "calibration").glob("calibration-*.json"))],
         reward_summary=read_json_object(run_dir / "reward" / "summary.json"),
         reward_log=read_log(run_dir / "reward" / "log_history.jsonl"),
     )
