@@ -66,11 +66,15 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
         summary = json.loads((run_dir / "eval" / f"{label}.json").read_text())
         assert summary["n"] == 8 and summary["missing_responses"] == 0  # the run scores what it generates
         assert 0 <= summary["executability"] <= 1 and "exec_failures" in summary
+        details = [json.loads(line) for line in (run_dir / "eval" / "details" / f"{label}.jsonl").open()]
+        assert len(details) == 8 and sum(row["executes"] for row in details) == round(8 * summary["executability"])
+    assert (run_dir / "eval" / "details" / "Gorilla-7B_FT_0_shot.jsonl").is_file()
     anchors = json.loads((run_dir / "eval" / "gorilla.json").read_text())
     assert anchors[0][0].startswith("Gorilla-7B") and anchors[0][1]["n"] == 8
     assert json.loads((run_dir / "pipeline.json").read_text())["finished_at"]
     report = (run_dir / "report.md").read_text()
     assert "base-chat" in report and "ppo" in report and (run_dir / "report.html").is_file()
+    assert "| ppo | sft | 8 |" in report and "| ppo | Gorilla-7B FT 0_shot | 8 |" in report
     calibration = json.loads((run_dir / "calibration" / "calibration-tools.json").read_text())
     assert (calibration["limit"], calibration["examples"]) == (5, 5) and "Judge calibration: not run" not in report
 

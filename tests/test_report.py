@@ -79,6 +79,13 @@ def run_dir(tmp_path: Path) -> Path:
     _write(run / "eval" / "gorilla.json", [["Gorilla-7B FT 0_shot", _summary(40, 0.75)],
                                            ["Gorilla-7B RT bm25", _summary(40, 0.5)]])
     _write(run / "eval" / "manifest.json", _manifest("eval", 60.0, 900.0))
+    # Per-question details: M_SFT right on questions 0-9, base-chat on none, Gorilla on 0-29; only the run's
+    # models were executed (M_SFT's first four run).
+    for label, right, runs in (("sft", 10, 4), ("base-chat", 0, 0), ("Gorilla-7B FT 0_shot", 30, None)):
+        _write_lines(run / "eval" / "details" / f"{label.replace(' ', '_')}.jsonl", [
+            {"question_id": q, "gorilla_outcome": "correct" if q < right else "hallucination",
+             "strict_outcome": "hallucination", "has_reference_code": True, "rouge_l": 0.3, "codebleu_sentence": 0.2,
+             **({"executes": q < runs} if runs is not None else {})} for q in range(40)])
     _write_lines(run / "sft" / "log_history.jsonl", [
         {"loss": 2.0, "step": 4, "epoch": 0.1}, {"loss": 1.5, "step": 8, "epoch": 0.2},
         {"eval_loss": 1.7, "step": 8, "epoch": 0.2}, {"train_runtime": 10.0, "step": 8}])
@@ -128,6 +135,13 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     assert "| Gorilla-7B FT 0_shot | 40 | 75.0 [70.0, 80.0] |" in markdown
     assert markdown.index("| base-chat |") < markdown.index("| sft |") < markdown.index("| Gorilla-7B RT bm25 |")
     assert "Every row scores the same split (test, n = 40)." in markdown
+    # Paired: base-chat minus M_SFT loses M_SFT's ten right answers and four runs; each model minus Gorilla's
+    # zero-shot row; no executability pairs with Gorilla (not run), and no row for the anchor without details.
+    assert "| base-chat | sft | 40 | -25.0 [" in markdown and "(+0/-10, p=0.002)" in markdown
+    assert "(+0/-4, p=0.12)" in markdown
+    assert "| sft | Gorilla-7B FT 0_shot | 40 | -50.0 [" in markdown and "(+0/-20, p=1.9e-06)" in markdown
+    assert "| +0.0 | +0.0 | – |" in markdown  # equal ROUGE-L and CodeBLEU: no spread, no executability pair
+    assert "Gorilla-7B RT bm25 |" not in markdown.split("## Paired differences")[1].split("##")[0]
     assert "| sft | 40 | 4 | 20 | 16 |" in markdown  # ran = 0.1 × 40, then syntax_error, unknown_model_id
     # Per domain: the run's models and the zero-shot anchor only (RT bm25 retrieves: not comparable).
     assert "| domain | n | base-chat | sft | Gorilla-7B FT 0_shot |" in markdown
@@ -156,7 +170,8 @@ def test_missing_pieces_are_not_run(tmp_path: Path) -> None:
     files = write_report(run, tmp_path / "out", command="apirl report empty")
     assert files.markdown.parent == tmp_path / "out" and not (run / "report.md").exists()
     markdown = files.markdown.read_text(encoding="utf-8")
-    for phrase in ("Evaluation: not run", "SFT: not run", "Feedback stage: not run", "Judge calibration: not run",
+    for phrase in ("Evaluation: not run", "Paired differences: not run", "SFT: not run", "Feedback stage: not run",
+                   "Judge calibration: not run",
                    "Reward model: not run", "ppo, grpo, rloo, dpo: not run", "| sft | not run | – | – |"):
         assert phrase in markdown
     assert "<img" not in files.html.read_text(encoding="utf-8")

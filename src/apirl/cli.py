@@ -146,7 +146,7 @@ def eval_responses_cmd(
     if details is not None:
         from apirl.rundir import write_jsonl
 
-        write_jsonl(details, (row.__dict__ for row in rows))
+        write_jsonl(details, rows)
     if as_json:
         _print_json(summary)
         return
@@ -180,6 +180,37 @@ def eval_gorilla_cmd(
         return
     print(f"Gorilla-7B published responses, split {cfg.eval.split}, mode {cfg.eval.mode}:\n")
     print(results_table(results))
+
+
+@eval_app.command("compare")
+@friendly_errors
+def eval_compare_cmd(
+    base: Annotated[Path, typer.Argument(help="Details JSONL of the reference model (e.g. eval/details/sft.jsonl).")],
+    others: Annotated[list[Path], typer.Argument(help="Details JSONL of each model to compare with it.")],
+    mode: Annotated[str, typer.Option(help="gorilla or strict: which AST outcome counts.")] = "gorilla",
+    samples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each model minus the reference on the same questions, with paired bootstrap 95% intervals."""
+    from dataclasses import asdict
+
+    from apirl.evaluate.paired import COMPARISON_HEADER, compare, comparison_row, load_details
+    from apirl.evaluate.tables import markdown_table
+
+    reference = load_details(base)
+    results = {str(path): compare(reference, load_details(path), mode=mode, samples=samples, seed=seed,
+                                  names=(str(base), str(path)))
+               for path in others}
+    if as_json:
+        _print_json({"base": str(base), "mode": mode, "samples": samples, "seed": seed,
+                     "differences": {name: [asdict(d) for d in diffs] for name, diffs in results.items()}})
+        return
+    print(markdown_table(COMPARISON_HEADER, [comparison_row(Path(name).stem, base.stem, diffs)
+                                             for name, diffs in results.items()]))
+    print(f"\nPoints, model minus {base.stem}, on the same {len(reference)} questions; [paired bootstrap 95% "
+          f"interval, {samples} resamples]; for 0/1 metrics (+questions where only the model has it / -where only "
+          f"{base.stem} has it, exact McNemar p).")
 
 
 ExecModeOpt = Annotated[str | None, typer.Option("--mode", help="bound (default: inputs bound) or strict.")]

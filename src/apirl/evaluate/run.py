@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,15 @@ from apirl.data.paths import RETRIEVERS
 from apirl.data.splits import read_split
 from apirl.errors import InputError
 from apirl.evaluate.responses import load_responses
-from apirl.evaluate.scorer import ScoredResponse, evaluate_responses
+from apirl.evaluate.scorer import evaluate_responses
 
 
 def evaluate_file(path: str | Path, config: RunConfig, data: GorillaData | None = None, *,
-                  execute: bool = False) -> tuple[dict[str, Any], list[ScoredResponse]]:
-    """Score one responses file on `config.eval.split`; the summary names the file and split. `execute` also
-    runs the code in both modes: `executability` (bound), `executability_strict` and the bound failure classes."""
+                  execute: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score one responses file on `config.eval.split`: the summary (naming the file and split) and one details
+    row per question (every verdict, for `--details` and paired comparisons). `execute` also runs the code in both
+    modes: the summary gains `executability` (bound), `executability_strict` and the bound failure classes, each
+    details row `executes`, `executes_strict` and `exec_status` (bound)."""
     data = data or load_gorilla(config.data)
     question_ids = None if config.eval.split == "all" else read_split(config.data.split_dir, config.eval.split)
     if config.eval.limit:
@@ -25,6 +28,7 @@ def evaluate_file(path: str | Path, config: RunConfig, data: GorillaData | None 
     summary, rows = evaluate_responses(load_responses(path), data.records, data.api_db, config.eval,
                                        question_ids=question_ids, path=path)
     summary = {"file": str(path), "split": config.eval.split, **summary}
+    details = [asdict(row) for row in rows]
     if execute:
         from apirl.evaluate.exec_run import check_responses
 
@@ -32,7 +36,12 @@ def evaluate_file(path: str | Path, config: RunConfig, data: GorillaData | None 
         summary["executability"] = runs["bound"][0]["executability"]
         summary["executability_strict"] = runs["strict"][0]["executability"]
         summary["exec_failures"] = runs["bound"][0]["failures"]
-    return summary, rows
+        bound = {verdict.key: verdict for verdict in runs["bound"][1]}
+        strict = {verdict.key: verdict for verdict in runs["strict"][1]}
+        for row in details:
+            key = str(row["question_id"])
+            row.update(executes=bound[key].ok, executes_strict=strict[key].ok, exec_status=bound[key].status)
+    return summary, details
 
 
 def gorilla_response_files(data: GorillaData) -> list[tuple[str, Path]]:

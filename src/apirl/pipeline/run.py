@@ -12,7 +12,8 @@
   each baseline of `[pipeline] baselines` (`base-chat`, `base-fewshot`), M_SFT (`sft`) and each M_RL (its
   algorithm's name). A killed generation resumes from its partial file.
 * eval: every responses file scored on the split with every metric, executability included
-  (`runs/<name>/eval/<label>.json`), and Gorilla-7B's published answers on the same ids (`eval/gorilla.json`).
+  (`runs/<name>/eval/<label>.json`), and Gorilla-7B's published answers on the same ids (`eval/gorilla.json`);
+  the per-question verdicts of each beside them (`eval/details/<label>.jsonl`) for paired comparisons.
 * report: `runs/<name>/report.md` and `report.html` (`apirl.report`).
 
 `runs/<name>/pipeline.json` records the config, versions, commit and each stage's status and seconds, rewritten
@@ -36,7 +37,7 @@ from rich.console import Console
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.rundir import StageResult, git_commit, package_versions, run_stage
+from apirl.rundir import StageResult, git_commit, package_versions, run_stage, write_jsonl
 
 STAGES = ("data", "sft", "feedback", "reward", "rl", "generate", "eval", "report")
 RECORD = "pipeline.json"
@@ -128,7 +129,7 @@ def calibrate_judge(config: RunConfig, force: bool = False) -> StageResult:
 def evaluate_models(config: RunConfig, rows: list[ModelRow], force: bool = False) -> StageResult:
     """Score every model's responses (executability included) and Gorilla-7B's on the same split."""
     from apirl.data.dataset import load_gorilla
-    from apirl.evaluate.exec_run import check_responses
+    from apirl.evaluate.paired import DETAILS_DIR, details_name
     from apirl.evaluate.run import evaluate_file, gorilla_response_files
 
     # The run scores what it generates: the first `generate.limit` questions of the split when it is set.
@@ -141,25 +142,26 @@ def evaluate_models(config: RunConfig, rows: list[ModelRow], force: bool = False
     def work(directory: Path) -> list[Path]:
         data = load_gorilla(config.data)
         outputs = []
+        (directory / DETAILS_DIR).mkdir(exist_ok=True)
         for label, path in responses.items():
-            summary, _rows = evaluate_file(path, config, data, execute=True)
+            summary, details = evaluate_file(path, config, data, execute=True)
             outputs.append(directory / f"{label}.json")
             outputs[-1].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            outputs.append(write_jsonl(directory / details_name(label), details))
         anchors = []
         for label, path in gorilla_response_files(data):
-            summary, _rows = evaluate_file(path, config, data)
-            if config.pipeline.gorilla_exec and label.endswith("0_shot"):
-                runs = check_responses(path, config, data, modes=("bound", "strict"))
-                summary["executability"] = runs["bound"][0]["executability"]
-                summary["executability_strict"] = runs["strict"][0]["executability"]
-                summary["exec_failures"] = runs["bound"][0]["failures"]
+            summary, details = evaluate_file(path, config, data, execute=config.pipeline.gorilla_exec
+                                             and label.endswith("0_shot"))
             anchors.append([label, summary])
+            outputs.append(write_jsonl(directory / details_name(label), details))
         outputs.append(directory / "gorilla.json")
         outputs[-1].write_text(json.dumps(anchors, indent=2) + "\n", encoding="utf-8")
         return outputs
 
     stage_config = {"eval": config.eval.model_dump(mode="json"), "execution": config.execution.model_dump(mode="json"),
-                    "labels": list(responses), "gorilla_exec": config.pipeline.gorilla_exec}
+                    "labels": list(responses), "gorilla_exec": config.pipeline.gorilla_exec,
+                    # in the fingerprint so that an eval stage from before the details files runs again
+                    "details": DETAILS_DIR}
     return run_stage(config.run_dir / "eval", config=stage_config, seed=config.seed, inputs=list(responses.values()),
                      work=work, force=force)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
+from apirl.evaluate.paired import details_name, load_details
 from apirl.jsonl import iter_jsonl
 from apirl.rundir import MANIFEST
 
@@ -34,6 +35,7 @@ class RunData:
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage dir (relative) -> manifest
     models: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # eval/<label>.json, report order
     anchors: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # eval/gorilla.json
+    details: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # label -> eval/details/, by id
     sft_log: list[dict[str, Any]] | None = None
     sft_summary: dict[str, Any] | None = None
     feedback_summary: dict[str, Any] | None = None
@@ -146,6 +148,10 @@ def collect_run(run_dir: str | Path) -> RunData:
         reward_summary=read_json_object(run_dir / "reward" / "summary.json"),
         reward_log=read_log(run_dir / "reward" / "log_history.jsonl"),
     )
+    for label, _summary in run.models + run.anchors:
+        path = run_dir / "eval" / details_name(label)
+        if path.is_file():
+            run.details[label] = load_details(path)
     for algorithm in RL_ALGORITHMS:
         log = read_log(run_dir / algorithm / "log.jsonl")
         if log is not None:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from apirl.errors import InputError
+from apirl.evaluate.paired import COMPARISON_HEADER, compare, comparison_row
 from apirl.evaluate.tables import format_value, markdown_table
 from apirl.report import plots
 from apirl.report.collect import KNOWN_STAGES, RL_ALGORITHMS, RunData
@@ -198,6 +200,45 @@ def results_section(run: RunData) -> Section:
     notes += [f"{label}: {summary['missing_responses']} questions had no response (scored as empty)."
               for label, summary in rows if summary.get("missing_responses")]
     section.blocks.append(Bullets(notes))
+    return section
+
+
+def paired_section(run: RunData) -> Section:
+    """Each RL model (and baseline) minus M_SFT, and each run model minus Gorilla-7B's zero-shot rows, question by
+    question: the interval of a difference, which the per-model intervals of the results table overstate."""
+    section = Section("Paired differences")
+    labels = [label for label, _ in run.models]
+    anchors = [label for label, _ in run.anchors if any(m in label for m in ZERO_SHOT_MARKERS)]
+    pairs = [(label, "sft") for label in labels if label != "sft"]
+    pairs += [(label, anchor) for anchor in anchors for label in labels]
+    pairs = [(a, b) for a, b in pairs if a in run.details and b in run.details]
+    if not pairs:
+        section.blocks.append(f"Paired differences: {NOT_RUN} (no `eval/details/<label>.jsonl` for M_SFT or "
+                              "Gorilla-7B's zero-shot rows beside another model).")
+        return section
+    config = ((run.pipeline or {}).get("config") or {}).get("eval") or {}
+    samples, seed = int(config.get("bootstrap_samples", 1000)), int(config.get("bootstrap_seed", 0))
+    mode = str(config.get("mode", "gorilla"))
+    rows = []
+    for label, base in pairs:
+        try:
+            differences = compare(run.details[base], run.details[label], mode=mode, samples=samples, seed=seed,
+                                  names=(base, label))
+        except InputError as exc:  # different questions: say so in the row rather than pair what is not paired
+            rows.append([label, base, "–", exc.reason, *("" for _ in COMPARISON_HEADER[4:])])
+            continue
+        rows.append(comparison_row(label, base, differences))
+    section.blocks.append(Table(COMPARISON_HEADER, rows))
+    section.blocks.append(Bullets([
+        "Points: the model's rate minus the other's on the same questions (AST outcomes in "
+        f"{mode} mode); [paired bootstrap 95% interval, {samples} resamples of the questions, seed {seed}]; for "
+        "0/1 metrics (+questions where only the model has it / -questions where only the other has it, exact "
+        "McNemar p on those): for AST accuracy gains and losses, for hallucination new and removed ones.",
+        "The per-model intervals of the results table overlap long before a difference is in doubt, because both "
+        "models answer the same questions. With few discordant questions the bootstrap interval of a 0/1 metric is "
+        "too narrow (4 gained and 0 lost: no resample is below 0); read McNemar's p there.",
+        "Text metrics count the questions with reference code; exec bound only where both were run.",
+    ]))
     return section
 
 
@@ -417,7 +458,8 @@ def config_section(run: RunData) -> Section:
 
 
 def build_sections(run: RunData, *, command: str, written_at: str, machine: str) -> list[Section]:
-    return [header_section(run, command, written_at, machine), results_section(run), executability_section(run),
+    return [header_section(run, command, written_at, machine), results_section(run), paired_section(run),
+            executability_section(run),
             per_domain_section(run), sft_section(run), feedback_section(run), reward_section(run), *rl_sections(run),
             cost_section(run), config_section(run)]
 
