@@ -72,6 +72,22 @@ def test_stage_is_skipped_when_up_to_date_and_redone_otherwise(tmp_path):
     assert len(calls) == 6
 
 
+def test_a_rerun_removes_the_outputs_it_no_longer_writes(tmp_path):
+    labels = ["a", "b"]
+
+    def work(stage_dir: Path):
+        for label in labels:
+            (stage_dir / f"{label}.json").write_text("{}", encoding="utf-8")
+        return [f"{label}.json" for label in labels]
+
+    stage = tmp_path / "eval"
+    run_stage(stage, config={"labels": list(labels)}, seed=0, inputs=[], work=work)
+    (stage / "mine.json").write_text("{}", encoding="utf-8")  # not the stage's: left alone
+    labels.remove("b")
+    run_stage(stage, config={"labels": list(labels)}, seed=0, inputs=[], work=work)
+    assert sorted(p.name for p in stage.glob("*.json")) == ["a.json", "manifest.json", "mine.json"]
+
+
 def test_a_failed_stage_leaves_no_manifest(tmp_path):
     stage = tmp_path / "stage"
 

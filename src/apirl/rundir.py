@@ -110,7 +110,9 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     """Run `work(stage_dir)` unless an identical finished run is already there; write the manifest last.
 
     `work` returns the paths of the files it wrote (relative to the stage dir or absolute inside it); they are
-    hashed into the manifest so a damaged output makes the next run redo the stage.
+    hashed into the manifest so a damaged output makes the next run redo the stage. An output of the previous run
+    that this run did not write again (the eval file of a baseline since dropped from the config) is removed once
+    the work succeeds: readers of the stage dir (the report) would otherwise take it for a current result.
     """
     # Absolute, so that the paths `work` builds from it are absolute too (a relative runs_dir, the default "runs",
     # would otherwise make them relative to the working directory and be read as relative to the stage dir).
@@ -119,9 +121,12 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     if not force and is_up_to_date(stage_dir, expected):
         return StageResult(stage_dir, read_manifest(stage_dir) or {}, skipped=True)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    previous_outputs = set((read_manifest(stage_dir) or {}).get("outputs") or {})
     (stage_dir / MANIFEST).unlink(missing_ok=True)
     started = time.perf_counter()
     outputs = [Path(p) if Path(p).is_absolute() else stage_dir / p for p in work(stage_dir)]
+    for stale in previous_outputs - {str(p.relative_to(stage_dir)) for p in outputs}:
+        (stage_dir / stale).unlink(missing_ok=True)
     manifest = {
         **expected,
         "stage": stage_dir.name,
