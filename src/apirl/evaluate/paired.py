@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from apirl.errors import InputError
+from apirl.evaluate.bootstrap import bootstrap_ci
 from apirl.jsonl import iter_jsonl
 
 # (key, label, per-question value or None when the question does not count for it). The text metrics count only
@@ -94,21 +95,14 @@ def details_name(label: str) -> str:
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = 1000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float, float]:
-    """(mean(b - a), low, high): percentile bootstrap of the mean difference, questions resampled jointly."""
+    """(mean(b - a), low, high): the bootstrap interval of the per-question differences' mean, which resamples the
+    questions jointly for both models."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
-    if a.size == 0:
-        return (float("nan"),) * 3
     delta = b - a
-    mean = float(delta.mean())
-    if samples <= 0 or delta.size == 1:
-        return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = delta[rng.integers(0, delta.size, size=(samples, delta.size))].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return mean, float(low), float(high)
+    mean = float(delta.mean()) if delta.size else float("nan")
+    return (mean, *bootstrap_ci(delta, samples=samples, seed=seed, level=level))
 
 
 def load_details(path: str | Path) -> dict[int, dict[str, Any]]:
