@@ -164,6 +164,14 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     assert "<details>" in page and "25.0 [20.0, 30.0]" in page and "&quot;learning_rate&quot;: 0.0001" in page
 
 
+def test_paired_rows_on_different_questions_say_so(run_dir: Path) -> None:
+    path = run_dir / "eval" / "details" / "base-chat.jsonl"
+    path.write_text("".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:30]), encoding="utf-8")
+    markdown = write_report(run_dir, command="apirl report runs/tiny").markdown.read_text(encoding="utf-8")
+    assert "| base-chat | sft | – | sft and base-chat score different questions: 10 only in sft" in markdown
+    assert "| sft | Gorilla-7B FT 0_shot | 40 | -50.0 [" in markdown  # the other pairs are still there
+
+
 def test_missing_pieces_are_not_run(tmp_path: Path) -> None:
     run = tmp_path / "empty"
     run.mkdir()
