@@ -150,6 +150,21 @@ def test_unsupported_library_is_reported_apart(executor: Executor) -> None:
     assert run(executor, "import surely_not_a_library_xyz\n").status == "import_error"
 
 
+def test_gap_classes_are_the_harness_s_not_the_snippet_s(executor: Executor) -> None:
+    # Gap messages and missing-module errors raised by the snippet itself are its own errors.
+    assert run(executor, "raise ValueError('ffmpeg was not found but is required')\n").status == "runtime_error"
+    assert run(executor, "raise RuntimeError('x on the Hub (OfflineModeIsEnabled)')\n").status == "runtime_error"
+    assert run(executor, "raise ModuleNotFoundError(name='fairseq')\n").status == "import_error"
+    claims_a_hub_gap = GOLD + f"raise OSError('{SENTIMENT} is not a local folder and is not a valid model " \
+                              "identifier')\n"
+    assert run(executor, claims_a_hub_gap).status == "unknown_model_id"
+    fake_origin = ("import types\nclass Fake:\n    tb_next = None\n"
+                   "    tb_frame = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=types.__file__))\n"
+                   "class E(ValueError):\n    __traceback__ = property(lambda self: Fake())\n"
+                   "raise E('ffmpeg was not found but is required')\n")
+    assert run(executor, fake_origin).status == "runtime_error"
+
+
 def test_every_mutant_kind_is_rejected(executor: Executor, api_db) -> None:
     mutants = make_mutants(GOLD, known_model_ids=known_model_ids(api_db))
     assert sorted(m.kind for m in mutants) == sorted(MUTANT_KINDS)

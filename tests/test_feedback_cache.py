@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 
+import pytest
+
+from apirl.errors import InputError
 from apirl.feedback.cache import JudgmentCache, sha
 from apirl.feedback.types import Answer
 
@@ -89,3 +93,20 @@ def test_stats_count_calls_and_tokens_per_judge(tmp_path) -> None:
         "openai": {"calls": 2, "prompt_tokens": 250, "completion_tokens": 5, "tokens": 255},
         "tools": {"calls": 1, "prompt_tokens": 0, "completion_tokens": 0, "tokens": 0},
     }
+
+
+def test_a_corrupt_cache_file_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "judgments.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with pytest.raises(InputError, match="not a usable judgment cache") as caught:
+        JudgmentCache(path)
+    assert caught.value.path == str(path)
+
+
+@pytest.mark.parametrize("p_yes", [math.nan, math.inf, -0.5, 1.5])
+def test_a_probability_that_is_none_is_the_same_before_and_after_the_cache(tmp_path, p_yes: float) -> None:
+    answer = Answer("imports", True, p_yes, "openai", "odd")
+    assert answer.p_yes is None  # the run that judged it and a resumed run weigh it alike
+    with JudgmentCache(tmp_path / "c.sqlite") as cache:
+        cache.put(answer, "m", "prompt", "completion")
+        assert cache.get("openai", "m", "imports", "prompt", "completion") == answer

@@ -40,6 +40,11 @@ class Reply:
     usage: tuple[int, int] | None = (50, 1)
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # sent as it is (as application/json) instead of body()
+    drip_s: float = 0.0  # seconds between the bytes of the body
+
+    def payload(self) -> bytes:
+        return self.raw if self.raw is not None else json.dumps(self.body()).encode()
 
     def body(self) -> dict[str, Any]:
         if self.status != 200:
@@ -81,14 +86,20 @@ class FakeServer:
                 reply = server.record(self.path, body)
                 try:
                     time.sleep(reply.delay)
-                    payload = json.dumps(reply.body()).encode()
+                    payload = reply.payload()
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.drip_s:
+                        for byte in payload:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.drip_s)
+                    else:
+                        self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
                 finally:
@@ -324,3 +335,52 @@ def test_from_env() -> None:
     assert OpenAIJudge.from_env({**env, "OPENAI_API_KEY": "sk-a", "APIRL_JUDGE_API_KEY": "sk-b"}).api_key == "sk-b"
     with pytest.raises(InputError, match="APIRL_JUDGE_MODEL"):
         OpenAIJudge.from_env({"APIRL_JUDGE_BASE_URL": "http://x/v1"})
+
+
+# --- hostile servers: every answer that cannot be used is one unknown answer, never a traceback --------------
+
+
+def completion(content: str, *, top: list[tuple[str, Any]] | None = None, usage: dict[str, Any] | None = None
+               ) -> bytes:
+    """A chat completion body with raw logprob values (which Reply.body computes from probabilities)."""
+    logprobs = None if top is None else {"content": [
+        {"token": top[0][0], "logprob": top[0][1], "bytes": None,
+         "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]}
+    body = {"id": "x", "object": "chat.completion", "created": 0, "model": "fake-judge",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": usage or {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(("raw", "value", "tokens"), [
+    (completion("Yes", top=[("Yes", 1000.0), ("No", -0.1)]), True, 5),  # a positive logprob: the text decides
+    (completion("No", top=[("Yes", "high"), ("No", None)]), False, 5),  # logprobs that are not numbers
+    (completion("Yes", usage={"prompt_tokens": "lots", "completion_tokens": 1}), True, 0),
+    (completion("Yes", usage={"prompt_tokens": 2**70, "completion_tokens": -3}), True, 0),
+    (b"<html><body>502 Bad Gateway</body></html>", None, 0),  # an error page with status 200
+    (b'{"choices": [{"message": "not an object"}]}', None, 0),
+    (completion("answer:" + " " * 20_000), None, 5),  # was quadratic in the length
+])
+def test_hostile_replies_are_answers_or_unknowns(serve, tmp_path, raw: bytes, value: bool | None,
+                                                 tokens: int) -> None:
+    from apirl.feedback.cache import JudgmentCache
+
+    server = serve([Reply(raw=raw)])
+    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    assert judged.answer.value is value, judged
+    assert judged.prompt_tokens == tokens
+    assert judged.answer.p_yes is None or 0.0 <= judged.answer.p_yes <= 1.0
+    with JudgmentCache(tmp_path / "cache.sqlite") as cache:  # and the cache takes what the judge returned
+        assert cache.put(judged.answer, "fake-judge", SAMPLE.instruction, SAMPLE.completion,
+                         prompt_tokens=judged.prompt_tokens, completion_tokens=judged.completion_tokens)
+        assert cache.get("openai", "fake-judge", IMPORTS.key, SAMPLE.instruction, SAMPLE.completion) == judged.answer
+
+
+def test_a_dripping_server_is_cut_at_the_total_timeout(serve) -> None:
+    # One byte every 50 ms: each read is quick, the whole reply takes minutes. timeout_s bounds the request.
+    server = serve([Reply(raw=completion("Yes") + b" " * 2000, drip_s=0.05)])
+    started = time.monotonic()
+    with pytest.raises(JudgeUnavailable, match="TimeoutError"):
+        judge_for(server.url, timeout_s=1, max_retries=1).answer_all_sync([(SAMPLE, IMPORTS)])
+    assert time.monotonic() - started < 10  # two attempts of 1 s, not 2000 bytes x 50 ms

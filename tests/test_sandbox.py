@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from apirl.evaluate.sandbox import DEFAULT_UNSUPPORTED, STATUSES, ExecResult, Sandbox, classify, scrub_env
+from apirl.evaluate.sandbox import DEFAULT_UNSUPPORTED, STATUSES, ExecResult, Sandbox, allowed_env, classify
 
 OUTPUT_KB = 64
 
@@ -60,8 +62,10 @@ def still_serving(box: Sandbox) -> None:
     ("SyntaxError", "invalid syntax", {}, "syntax_error"),
     ("IndentationError", "unexpected indent", {"mro": ["IndentationError", "SyntaxError"]}, "syntax_error"),
     ("ModuleNotFoundError", "No module named 'foo'", {"module_name": "foo"}, "import_error"),
+    ("ModuleNotFoundError", "No module named 'tensorflow.keras'",
+     {"module_name": "tensorflow.keras", "missed": ["tensorflow"]}, "unsupported_library"),
     ("ModuleNotFoundError", "No module named 'tensorflow.keras'", {"module_name": "tensorflow.keras"},
-     "unsupported_library"),
+     "import_error"),  # raised, not missed by the import system
     ("ImportError", "cannot import name 'AutoMagic' from 'transformers'", {}, "unknown_attribute"),
     ("ImportError", "libfoo.so: cannot open shared object file", {}, "import_error"),
     ("AttributeError", "module 'torch' has no attribute 'foo'", {}, "unknown_attribute"),
@@ -93,16 +97,17 @@ def test_classify(error_type, message, extra, expected):
 
 def test_classify_unsupported_set_is_configurable():
     assert "tensorflow" in DEFAULT_UNSUPPORTED
-    status = classify("ModuleNotFoundError", "", module_name="foo.bar", unsupported={"foo"})
+    status = classify("ModuleNotFoundError", "", module_name="foo.bar", unsupported={"foo"}, missed={"foo"})
     assert status == "unsupported_library"
-    assert classify("ModuleNotFoundError", "", module_name="tensorflow", unsupported=set()) == "import_error"
+    assert classify("ModuleNotFoundError", "", module_name="tensorflow", unsupported=set(),
+                    missed={"tensorflow"}) == "import_error"
 
 
-def test_scrub_env_drops_credentials():
+def test_allowed_env_passes_only_the_allow_list():
     env = {"PATH": "/usr/bin", "HF_TOKEN": "x", "OPENAI_API_KEY": "x", "AWS_ACCESS_KEY_ID": "x",
-           "DB_PASSWORD": "x", "MY_SECRET": "x", "GITHUB_TOKEN": "x", "SSH_AUTH_SOCK": "/tmp/agent",
-           "LANG": "C.UTF-8", "INNOCENT": "hf_abcdefghijklmnop", "CUDA_VISIBLE_DEVICES": "0"}
-    assert scrub_env(env) == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "CUDA_VISIBLE_DEVICES": "0"}
+           "DB_PASSWORD": "x", "DATABASE_URL": "postgres://u:p@h/d", "MYSQL_PWD": "x", "JUDGE_BEARER": "x",
+           "SSH_AUTH_SOCK": "/tmp/agent", "LANG": "C.UTF-8", "LC_ALL": "C", "CUDA_VISIBLE_DEVICES": "0"}
+    assert allowed_env(env) == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C"}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -207,11 +212,11 @@ def test_background_process_does_not_outlive_the_snippet(box):
     if not box.isolation["pid_namespace"]:
         pytest.skip("without a PID namespace a setsid() grandchild escapes the process group kill")
     name = f"escapee{os.getpid() % 10000}"
-    result = box.run("import os, time\n"
+    result = box.run("import ctypes, os, time\n"
                      "pid = os.fork()\n"
                      "if pid == 0:\n"
                      "    os.setsid()\n"
-                     f"    open('/proc/self/comm', 'w').write({name!r})\n"
+                     f"    ctypes.CDLL(None).prctl(15, {name.encode()!r})  # PR_SET_NAME (/proc is read-only)\n"
                      "    while True: time.sleep(0.05)\n"
                      "time.sleep(0.3)\n"
                      "print(open(f'/proc/{pid}/comm').read().strip())\n")
@@ -267,19 +272,31 @@ def test_network_connection_is_blocked(box):
     still_serving(box)
 
 
-def test_socket_guard_blocks_network_without_namespaces():
+def test_network_is_blocked_without_namespaces():
+    # No network namespace: seccomp refuses every socket (the socket guard is the fallback without seccomp).
     with Sandbox(workers=1, timeout_s=2, namespaces=False) as guarded:
-        assert guarded.isolation["socket_guard"] and not guarded.isolation["network_namespace"]
+        isolation = guarded.isolation
+        assert not isolation["network_namespace"] and (isolation["seccomp"] or isolation["socket_guard"])
+        error_type = "OSError" if isolation["seccomp"] else "NetworkBlocked"
         with socket.create_server(("127.0.0.1", 0)) as server:
             server.setblocking(False)
             port = server.getsockname()[1]
             result = guarded.run(f"import socket\nsocket.create_connection(('127.0.0.1', {port}))\n")
-            assert (result.status, result.error_type) == ("network", "NetworkBlocked"), result
+            assert (result.status, result.error_type) == ("network", error_type), result
             result = guarded.run(f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\n")
             assert result.status == "network", result
             with pytest.raises(BlockingIOError):
                 server.accept()
         assert guarded.run("print('fine')").ok
+
+
+def test_socket_guard_blocks_library_connections():
+    code = ("import socket\nfrom apirl.evaluate.sandbox import NetworkBlocked, _install_socket_guard\n"
+            "_install_socket_guard()\n"
+            "try:\n    socket.create_connection(('127.0.0.1', 9))\nexcept NetworkBlocked:\n    print('blocked')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert done.stdout == "blocked\n", done.stderr
 
 
 def test_writes_outside_the_sandbox_fail(box, canary):

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from apirl.config import RunConfig, load_config
 from apirl.errors import InputError
+from apirl.jsonl import check_writable
 
 app = typer.Typer(help="apirl: RL from AI feedback for API-calling code LLMs.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -53,6 +54,16 @@ def friendly_errors(func: F) -> F:
             raise typer.Exit(2) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _writable_details(path: Path | None) -> Path | None:
+    """--details is checked before any scoring runs, so a bad destination costs nothing."""
+    if path is not None:
+        try:
+            check_writable(path, what="details file")
+        except InputError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    return path
 
 
 def _config(config: Path | None, overrides: list[str] | None) -> RunConfig:
@@ -131,7 +142,8 @@ def eval_responses_cmd(
     file: Annotated[Path, typer.Argument(help="JSONL with question_id and text.")],
     split: Annotated[str | None, typer.Option(help="test (data/splits/test.txt) or all.")] = None,
     mode: Annotated[str | None, typer.Option(help="gorilla (default) or strict: fills the headline keys.")] = None,
-    details: Annotated[Path | None, typer.Option(help="Write per-response verdicts to this JSONL.")] = None,
+    details: Annotated[Path | None, typer.Option(help="Write per-response verdicts to this JSONL.",
+                                                 callback=_writable_details)] = None,
     execute: Annotated[bool, typer.Option("--exec", help="Also run the code: executability (bound) and "
                                           "executability_strict.")] = False,
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
@@ -144,7 +156,7 @@ def eval_responses_cmd(
     data = load_gorilla(cfg.data)
     summary, rows = evaluate_file(file, cfg, data, execute=execute)
     if details is not None:
-        from apirl.rundir import write_jsonl
+        from apirl.jsonl import write_jsonl
 
         write_jsonl(details, rows)
     if as_json:
@@ -215,7 +227,8 @@ def eval_compare_cmd(
 
 ExecModeOpt = Annotated[str | None, typer.Option("--mode", help="bound (default: inputs bound) or strict.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Parallel sandbox workers.")]
-DetailsOpt = Annotated[Path | None, typer.Option(help="Write per-snippet verdicts to this JSONL.")]
+DetailsOpt = Annotated[Path | None, typer.Option(help="Write per-snippet verdicts to this JSONL.",
+                                                 callback=_writable_details)]
 
 
 def _exec_config(config: Path | None, set_: list[str] | None, split: str | None, mode: str | None,
@@ -239,7 +252,7 @@ def _print_exec(summary: dict[str, Any], title: str) -> None:
 
 def _write_verdicts(path: Path | None, verdicts: list[Any]) -> None:
     if path is not None:
-        from apirl.rundir import write_jsonl
+        from apirl.jsonl import write_jsonl
 
         write_jsonl(path, (v.to_json() for v in verdicts))
 

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
 from apirl.config_base import StrictModel
 from apirl.data.config import DataConfig
@@ -24,6 +24,8 @@ from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.pipeline.config import PipelineConfig
 from apirl.train.config import DpoConfig, GrpoConfig, PpoConfig, RewardModelConfig, RlConfig, RlooConfig, SftConfig
+
+_RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class RunConfig(StrictModel):
@@ -46,6 +48,15 @@ class RunConfig(StrictModel):
     rloo: RlooConfig = RlooConfig()
     dpo: DpoConfig = DpoConfig()
     pipeline: PipelineConfig = PipelineConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _a_name_not_a_path(cls, name: str) -> str:
+        # `--set name="/etc"` or "../x" would otherwise put the run directory anywhere.
+        if not _RUN_NAME_RE.fullmatch(name):
+            raise ValueError(f"{name!r} is not a run name: letters, digits, '.', '_' and '-', starting with a "
+                             "letter or digit (a name, not a path)")
+        return name
 
     @property
     def run_dir(self) -> Path:
@@ -111,7 +122,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise InputError("config file not found", path=path)
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[:exc.start].count(b"\n") + 1
+            raise InputError(f"not UTF-8 text (TOML files are UTF-8): byte {exc.start + 1}", path=path,
+                             line=line) from exc
         try:
             tree = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -1,9 +1,15 @@
-"""Reading JSON Lines with errors that name the file and the line."""
+"""JSON Lines in and out: readers whose errors name the file and the line, writers that take any string.
+
+Run files hold text that models and snippets wrote, so both directions must survive it: bytes that are not
+UTF-8, JSON nested deeper than the parser recurses, and strings with lone surrogates (a snippet's
+`ValueError(chr(0xDC80))` reaches the verdicts), which a UTF-8 file cannot hold as they are.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +17,66 @@ from apirl.errors import InputError
 
 
 def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; a missing file, bad JSON or a non-object is an
-    InputError naming the file and line. `what` names the file in the not-found message."""
+    """Yield (line number, object) for each non-blank line; a missing file, bytes that are not UTF-8, bad or too
+    deeply nested JSON, or a non-object is an InputError naming the file and line. `what` names the file in the
+    not-found message."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} not found", path=path)
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, data in enumerate(handle, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text (byte {exc.start + 1} of the line)", path=path,
+                                 line=line_number) from exc
             if not line.strip():
                 continue
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"invalid JSON: {exc.msg}", path=path, line=line_number) from exc
+            except RecursionError as exc:
+                raise InputError("JSON nested too deeply", path=path, line=line_number) from exc
             if not isinstance(raw, dict):
                 raise InputError(f"expected a JSON object, got {type(raw).__name__}", path=path, line=line_number)
             yield line_number, raw
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One JSONL line for `row`, writable as UTF-8 whatever its strings hold: text stays as it is, but a lone
+    surrogate (which UTF-8 cannot encode) becomes its JSON escape `\\udc80`, read back as the same value."""
+    text = json.dumps(row, ensure_ascii=False)
+    if text.isascii():
+        return text + "\n"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write rows atomically (temp file + rename) so a killed run never leaves half a file behind, and a row
+    that cannot be written leaves no temp file either."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json_line(row))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_writable(path: str | Path, *, what: str = "output file") -> Path:
+    """Fail before the work, not after it: the directory of `path` must exist and be writable, and `path` must
+    not be a directory."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{what} is a directory", path=path)
+    if not parent.is_dir():
+        raise InputError(f"the directory of the {what} does not exist", path=path)
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{what} is not writable", path=path)
+    return path

@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from apirl.errors import InputError
+
 MANIFEST = "manifest.json"
 _TRACKED_PACKAGES = ("apirl", "torch", "transformers", "trl", "peft", "accelerate", "tree-sitter",
                      "tree-sitter-python", "codebleu", "rouge-score", "numpy", "pydantic")
@@ -120,7 +122,13 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     expected = fingerprint(config, seed, inputs)
     if not force and is_up_to_date(stage_dir, expected):
         return StageResult(stage_dir, read_manifest(stage_dir) or {}, skipped=True)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        probe = stage_dir / ".apirl-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:  # before any work: a read-only run directory costs nothing
+        raise InputError(f"cannot write the stage directory ({exc.strerror or exc})", path=stage_dir) from exc
     previous_outputs = set((read_manifest(stage_dir) or {}).get("outputs") or {})
     (stage_dir / MANIFEST).unlink(missing_ok=True)
     started = time.perf_counter()
@@ -142,14 +150,3 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(stage_dir / MANIFEST)
     return StageResult(stage_dir, manifest, skipped=False)
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Write rows atomically (temp file + rename) so a killed run never leaves half a file behind."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path

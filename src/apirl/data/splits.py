@@ -66,7 +66,7 @@ def read_split(split_dir: str | Path, name: str) -> list[int]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if not line.isdigit():
+        if not (line.isascii() and line.isdigit()):
             raise InputError(f"expected a question id, got {line!r}", path=path, line=line_number)
         ids.append(int(line))
     return ids

@@ -9,7 +9,8 @@ from apirl.config import RunConfig
 from apirl.data.dataset import build_examples, data_stats, load_gorilla
 from apirl.data.paths import resolve_data_dir
 from apirl.data.splits import SPLITS
-from apirl.rundir import StageResult, run_stage, write_jsonl
+from apirl.jsonl import write_jsonl
+from apirl.rundir import StageResult, run_stage
 
 STAGE = "data"
 

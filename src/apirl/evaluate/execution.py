@@ -29,6 +29,7 @@ from typing import Any
 from apirl.data.apidb import ApiDatabase
 from apirl.data.prompts import code_section
 from apirl.evaluate.binding import bind
+from apirl.evaluate.installed import install_roots
 from apirl.evaluate.offline_hub import OfflineHub, model_ids_in_code
 from apirl.evaluate.sandbox import STATUSES, Sandbox
 
@@ -82,6 +83,15 @@ def loaded_names(code: str) -> list[str]:
         args = [*args, *(k.value for k in node.keywords if k.arg in _LOADER_KEYWORDS)]
         names += [a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
     return list(dict.fromkeys(names))
+
+
+def raised_by_library(origin: str | None) -> bool:
+    """Whether the code that raised lives in an installed library, not in the snippet: a gap message ("ffmpeg was
+    not found") counts as the harness's gap only when a library said it; the snippet raising it is its own error."""
+    if not origin or origin.startswith("<"):
+        return False
+    path = Path(origin)
+    return path.is_file() and any(path.resolve().is_relative_to(root) for root in install_roots())
 
 
 @dataclass(frozen=True)
@@ -154,9 +164,9 @@ class Executor:
                 status = "hub_gap"
                 message = f"offline hub could not build {', '.join(gaps)}: " \
                           f"{records[gaps[0]].error[:200]} | {message}"
-            elif any(pattern in message for pattern in _ENVIRONMENT_GAPS):
+            elif any(pattern in message for pattern in _ENVIRONMENT_GAPS) and raised_by_library(result.origin):
                 status = "hub_gap" if "on the Hub" in message else "unsupported_library"
-            elif status == "unknown_model_id" and ids[key] and \
+            elif status == "unknown_model_id" and ids[key] and raised_by_library(result.origin) and \
                     not [n for n in loaded_names(codes[key]) if n not in self.hub.known]:
                 # Every repository the code names exists here: a file of a tiny repo is missing, not the repo.
                 status = "hub_gap"

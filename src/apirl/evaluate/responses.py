@@ -26,7 +26,7 @@ def load_responses(path: str | Path) -> list[Response]:
     first_line: dict[int, int] = {}
     for line_number, raw in iter_jsonl(path, what="responses file"):
         qid = raw.get("question_id")
-        if isinstance(qid, str) and qid.strip().isdigit():
+        if isinstance(qid, str) and qid.strip().isascii() and qid.strip().isdigit():  # not "²", which int() refuses
             qid = int(qid)
         if not isinstance(qid, int) or isinstance(qid, bool):
             raise InputError("missing or non-integer value", path=path, line=line_number, field="question_id")

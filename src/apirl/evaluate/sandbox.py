@@ -3,64 +3,77 @@
 The executability reward needs to run thousands of model-written snippets, and importing torch/transformers
 costs seconds, so each of `workers` long-lived worker processes imports the heavy modules once (`preload`)
 and then forks one child per snippet. A worker reads jobs as JSON lines on its stdin and answers on its
-stdout; the harness (`Sandbox`) feeds the workers from threads and restarts any worker that dies.
+stdout; the harness (`Sandbox`) feeds the workers from threads and replaces any worker that dies.
 
-Per snippet, the worker forks a *shield* process C which isolates itself and forks the snippet process S:
+Per snippet, the worker forks a *shield* process C, which confines itself, and the tree under it:
 
-    harness --pipe--> worker --fork--> C (setsid, cgroup, unshare, read-only mounts) --fork--> S (runs code)
+    harness --pipe--> worker --fork--> C (setsid, cgroups, namespaces, read-only mounts)
+                                         --fork--> I (init of the new PID namespace: fresh /proc, locks mounts)
+                                           --fork--> S (rlimits, no privileges, seccomp, then the code)
 
-S is the first process of a new PID namespace when namespaces are allowed. S sets rlimits, chdirs to a fresh
-temporary directory that is also HOME and TMPDIR, runs the compiled code, and only when the code returns
-normally writes a per-run random token to a private pipe: that is the only way to get `ok`. `sys.exit(0)`,
-`os._exit(0)`, `raise SystemExit` or a signal before the last statement is `early_exit`. Every failure gets
-one status from `STATUSES`; `classify` (pure) maps an exception seen in the child to its status.
+`confine.py` has the kernel mechanisms, step by step. S runs the compiled code in a fresh temporary directory
+that is also HOME and TMPDIR and, only when the code returns normally, writes "<per-run token> ok" on a private
+pipe: the only way to get `ok`. `sys.exit(0)`, `os._exit(0)`, `raise SystemExit` or a signal before the last
+statement is `early_exit`. Every failure gets one status from `STATUSES`; `classify` (pure) maps an exception
+seen in the child to its status.
 
-THREAT MODEL. The snippets are written by a model being trained, not by a determined attacker: we contain
-accidents and cheap hostility (what a policy might stumble on), with the strongest cheap Linux mechanism
-available, and fall back to weaker guards where the kernel refuses. What is contained:
+THREAT MODEL. The snippets come from a model that RL pays for a verdict of "ran", so the sandbox must hold
+against code that tries to escape or to fool the verdict, with the kernel's mechanisms, not Python
+monkeypatches, wherever the kernel allows them (`Sandbox.isolation` says which ones it did). Each item below has
+a hostile-snippet test (tests/test_sandbox_escape.py, tests/test_sandbox.py). Contained:
 
-- Runaway CPU and hangs: a wall-clock timeout kills the whole process group (os.killpg) and, with a PID
-  namespace, every process of the namespace (the kernel kills them when S, its init, dies), including ones
-  that called setsid() to leave the group. RLIMIT_CPU (SIGXCPU, then SIGKILL one second later) backs it.
-- Memory: RLIMIT_AS = the preloaded interpreter's address space + `memory_mb`, so a bomb gets MemoryError.
-- Forks and threads: RLIMIT_NPROC = `max_processes`. The kernel ignores RLIMIT_NPROC for real uid 0, so when
-  the harness runs as root the worker also puts each snippet in a pids cgroup (v1 `/sys/fs/cgroup/pids`, or
-  v2 with the pids controller enabled) with pids.max = `max_processes`. Root without a usable pids cgroup has
-  NO fork-bomb bound besides the timeout: `Sandbox.isolation` reports it (`process_limit`).
-- File size: RLIMIT_FSIZE = `max_file_mb` (Python ignores SIGXFSZ, so the write fails with EFBIG).
-  Open files: RLIMIT_NOFILE. Core dumps: RLIMIT_CORE = 0.
-- Output: stdout and stderr go to pipes the worker drains; it keeps only the last `output_kb` KiB of each.
-- Network: a new user + network namespace (only a down loopback: every connect fails with 'Network is
-  unreachable'). Where namespaces are refused, a socket guard replaces socket connect/connect_ex/
-  create_connection/getaddrinfo by functions raising NetworkBlocked. The guard is weak: ctypes, a
-  subprocess (curl) or a C extension bypass it.
-- Secrets in the environment: the workers are started with a scrubbed environment (`scrub_env`: names that
-  look like tokens, keys, secrets, passwords or cloud credentials, and values that look like tokens, are
-  dropped), plus HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1, so neither S nor the preloaded modules see them.
-  With a PID + mount namespace S also gets a fresh /proc, so it cannot read /proc/<harness pid>/environ.
-- Writes outside the sandbox directory: with a user + mount namespace, every mount is made read-only
-  (mount_setattr, recursive) except a bind mount of the sandbox directory, so writes, deletes and renames
-  anywhere else fail with EROFS. This is enforced by the kernel, not a Python monkeypatch. Without a mount
-  namespace there is NO write protection beyond file permissions: `Sandbox.isolation` says so (`readonly_fs`).
-- Killing the harness: S's parent is the shield C, not the worker, so os.kill(os.getppid(), ...) kills at most
-  C (with a PID namespace getppid() is 0, and kill(0, sig) signals S's own process group). The worker sees C
-  die before the token arrives: `early_exit`. In a PID namespace S cannot name any outside process. If a
-  snippet still kills a worker, the harness reports `early_exit` for that snippet and starts a new worker.
+- The filesystem: every mount is read-only and device-less but the snippet's own directory and a private
+  /dev/shm; /dev/null, zero, full, random and urandom stay usable. The mounts are locked (a second user + mount
+  namespace), so mount_setattr cannot clear the read-only flag and umount cannot uncover what lies beneath;
+  mount syscalls are also refused by seccomp. Nothing a snippet does survives it: the next snippet of the same
+  worker gets a new directory, /dev/shm and /proc, and the old ones are removed whatever they hold (any depth).
+- /proc and other processes: a fresh, read-only /proc of the new PID namespace (the host's, with every process's
+  command line, is under it and locked); sysctls cannot be written (they check the uid, not capabilities). The
+  snippet sees only its namespace; the namespace's init and the shield are non-dumpable (no ptrace, no
+  /proc/<pid>/mem), and ptrace / process_vm_* are refused. Killing the parent kills at most the shield; the
+  worker sees `early_exit` and, if a worker dies anyway, it is replaced and the snippet gets its verdict.
+- Capabilities: none in any set (effective, permitted, inheritable, ambient, bounding), no_new_privs, so a
+  setuid binary or an exec gains none; no new namespaces (seccomp on unshare, setns and clone flags).
+- Memory: RLIMIT_AS = the worker's address space + `memory_mb` gives ordinary allocations a MemoryError, and a
+  memory cgroup (v1 or v2, root harness) bounds what RLIMIT_AS does not see, memfds and shared memory
+  included, at `memory_mb` + the worker's resident size (the pages a snippet copies from it count); a kill by
+  it is `resource_limit`.
+- Forks and threads: RLIMIT_NPROC = `max_processes`, and for a root harness (whose uid RLIMIT_NPROC does not
+  bind) a pids cgroup. Hangs: a wall-clock timeout kills the whole namespace; RLIMIT_CPU backs it.
+- Files: RLIMIT_FSIZE per file, RLIMIT_NOFILE, no core dumps. Output: the last `output_kb` KiB of each stream.
+- Sockets of every family: an empty network namespace (AF_INET/AF_INET6 reach nothing), and seccomp refuses
+  socket() for every other family: no UNIX path socket of the host, no vsock, netlink or packet socket; io_uring,
+  which could open sockets past the filter, is refused. socketpair(AF_UNIX) stays (multiprocessing's pipes).
+- The verdict: the report is written with functions bound before the code runs (built-ins and methods of
+  built-in types, which the code cannot rebind: rebinding json.dumps or os.write once forged `ok`), its outcome
+  is fixed bytes chosen by the branch that ran, and the worker reads the first report with the token: anything
+  else written on the pipe is ignored.
+- Gap classes: `unsupported_library` (the harness's gap, left out of `executability_supported`) needs a module
+  the harness knows it does not have and a real miss of it by the import system while the snippet ran
+  (recorded by a finder at the end of sys.meta_path), not a raised ModuleNotFoundError.
+- The environment: an allow-list (`ENV_ALLOWED`: PATH, locale, HOME...), plus what the harness sets (the
+  offline flags, HF_HOME); no DATABASE_URL, token or password under any name.
 
-What is NOT contained:
+Not contained:
 
-- Reading files: a snippet can read whatever the harness's user can read (source, data, ~/.cache, keys on
-  disk). Only the environment is scrubbed; run the harness as a user without secrets on disk if that matters.
-  The snippet keeps the harness's uid (inside its user namespace it has no capability over host objects, but
-  owner permissions still apply). We do not drop to `nobody` when root: an interpreter installed under /root
-  (pyenv) is then unreadable and every import not preloaded fails.
-- Local IPC that does not need a network: abstract unix sockets are per network namespace (blocked with it),
-  but files in world-writable dirs are only protected by the read-only mounts.
-- The sentinel token lives in S's memory (the runner's frame), so code that walks interpreter frames could
-  forge `ok`. Accidental early exits cannot.
-- Disk use inside the sandbox directory is bounded per file (RLIMIT_FSIZE), not in total.
-- Kernel exploits, timing side channels, and anything a setuid binary on the machine allows.
-- Without namespaces (some containers forbid unprivileged user namespaces) the guards degrade as said above.
+- Reading files: the snippet keeps the harness's uid, so it reads whatever that user can (source, data,
+  ~/.cache, keys on disk), as root everything. Run the harness as a user without secrets on disk if that
+  matters. (Dropping to `nobody` would make an interpreter under /root, pyenv's, unreadable.)
+- Code that reads the interpreter's own memory (frame walking, gc.get_objects, ctypes) can find the token or the
+  miss recorder and forge `ok` or a gap; code compiled under a library's file name can pass for that library in
+  the gap checks of `execution.py`. This needs deliberate knowledge of the harness, not a rebinding.
+- Disk use inside the snippet's directory is bounded per file, not in total; named pipes (FIFOs) of the host on
+  the read-only mounts can still be written.
+- Kernel exploits and timing side channels.
+- Where the kernel refuses a mechanism (no user namespaces in some containers, no cgroups without root, no
+  libseccomp), its guard is missing and `Sandbox.isolation` says so: without a PID namespace the host's
+  processes are visible (and readable by the same uid); without seccomp and a network namespace only a Python
+  socket guard is left, which ctypes or a subprocess bypass.
+
+An outer layer from a maintained tool (bubblewrap, nsjail) was considered: both start one process per sandbox,
+so every snippet would pay a fresh interpreter with torch and transformers imported (seconds), where a fork
+from a preloaded worker costs tens of milliseconds; putting the whole worker inside one would not isolate one
+snippet from the next, which is the property the tests demand. The mechanisms they use are the ones above.
 
 Preloaded modules resolve some paths at import time (e.g. huggingface_hub reads HF_HOME/HOME then), so they
 use the worker's environment, not the per-snippet HOME; point HF_HOME at a shared offline hub via `env`.
@@ -72,6 +85,7 @@ import contextlib
 import ctypes
 import errno as errno_mod
 import importlib
+import importlib.util
 import json
 import os
 import queue
@@ -89,7 +103,10 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+from apirl.evaluate import confine
 
 STATUSES = ("ok", "syntax_error", "import_error", "unknown_model_id", "unknown_attribute", "bad_arguments",
             "runtime_error", "timeout", "resource_limit", "network", "unsupported_library", "early_exit")
@@ -107,12 +124,12 @@ DEFAULT_UNSUPPORTED = frozenset({
     "tensorflow_io", "accelerate", "peft", "bitsandbytes", "einops", "safetensors", "tokenizers", "gradio",
 })
 
-_SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE|AUTH|"
-                             r"COOKIE|SESSION|(^|_)KEY($|_)", re.IGNORECASE)
-_SECRET_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCP_", "GCLOUD_", "OPENAI_", "ANTHROPIC_", "HF_", "HUGGING",
-                    "WANDB_", "GITHUB_", "GH_", "GITLAB_", "NPM_", "PYPI_", "TWINE_", "SSH_", "GPG_",
-                    "DOCKER_")
-_SECRET_VALUE_RE = re.compile(r"^(hf_|sk-|ghp_|gho_|ghs_|github_pat_|glpat-|xox[abp]-|AKIA|ASIA|ya29\.)")
+# What a snippet may see of the harness's environment: where programs, libraries and the locale are. Nothing
+# else passes (a deny-list of secret-looking names let DATABASE_URL, MYSQL_PWD or JUDGE_BEARER through); what
+# the snippets need beyond this (HF_HOME, the offline flags) the harness sets itself.
+ENV_ALLOWED = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONHASHSEED",
+                         "VIRTUAL_ENV", "LD_LIBRARY_PATH", "USER", "LOGNAME"})
+_ENV_ALLOWED_PREFIXES = ("LC_",)
 
 # A worker is `python -c _WORKER_BOOT`: a fresh interpreter, so it inherits nothing from the harness process.
 _WORKER_BOOT = ("import sys; sys.path.insert(0, {src!r}); "
@@ -133,6 +150,7 @@ class ExecResult:
     stdout_tail: str = ""
     stderr_tail: str = ""
     seconds: float = 0.0
+    origin: str | None = None  # the file whose code raised the exception ("<snippet>" for the snippet's own)
 
     @property
     def ok(self) -> bool:
@@ -143,11 +161,10 @@ class ExecResult:
 # Pure helpers: environment scrubbing and failure classification.
 
 
-def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` without anything that looks like a credential, by name or by value (HF_TOKEN, AWS_*, sk-...)."""
+def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of `env` a snippet may see: the names in ENV_ALLOWED and the locale (LC_*), nothing else."""
     return {name: value for name, value in env.items()
-            if not _SECRET_NAME_RE.search(name) and not name.upper().startswith(_SECRET_PREFIXES)
-            and not _SECRET_VALUE_RE.match(value)}
+            if name in ENV_ALLOWED or name.startswith(_ENV_ALLOWED_PREFIXES)}
 
 
 _MODEL_ID_PATTERNS = ("is not a local folder and is not a valid model identifier", "Repository Not Found",
@@ -162,7 +179,8 @@ _BAD_ARGUMENTS_RE = re.compile(r"unexpected keyword argument|missing \d+ require
                                r"got multiple values for (keyword )?argument|positional arguments? but \d+|"
                                r"got an unexpected|got some positional-only arguments passed as keyword")
 _NETWORK_ERRNOS = {errno_mod.ENETUNREACH, errno_mod.ENETDOWN, errno_mod.EHOSTUNREACH, errno_mod.ECONNREFUSED,
-                   errno_mod.ECONNRESET, errno_mod.ECONNABORTED}
+                   errno_mod.ECONNRESET, errno_mod.ECONNABORTED,
+                   errno_mod.EAFNOSUPPORT}  # what seccomp answers for a socket family the sandbox refuses
 _NETWORK_PATTERNS = ("Network is unreachable", "Name or service not known",
                      "Temporary failure in name resolution", "No address associated with hostname",
                      "Failed to establish a new connection")
@@ -173,19 +191,25 @@ _RESOURCE_PATTERNS = ("can't start new thread", "Resource temporarily unavailabl
 
 
 def classify(error_type: str, message: str, *, mro: Sequence[str] = (), errno: int | None = None,
-             module_name: str | None = None, unsupported: Collection[str] = DEFAULT_UNSUPPORTED) -> str:
+             module_name: str | None = None, unsupported: Collection[str] = DEFAULT_UNSUPPORTED,
+             missed: Collection[str] = ()) -> str:
     """The status of a snippet that raised `error_type(message)`.
 
     `mro` is the names of the exception's classes (so library subclasses of OSError or ImportError are
     recognized without importing the library here), `module_name` the `.name` of an ImportError. Order
     matters: the most specific diagnosis that helps the model fix its call wins.
+
+    `unsupported_library` is the harness's gap, so the harness decides it, not the exception: the module must be
+    one we know of and do not have (`unsupported`, checked against what is installed) and one that the import
+    system really failed to find while the snippet ran (`missed`, top-level names). A snippet that raises
+    ModuleNotFoundError(name='tensorflow') itself gets `import_error`.
     """
     names = {error_type, *mro}
     if names & {"SyntaxError", "IndentationError", "TabError"}:
         return "syntax_error"
     if "ModuleNotFoundError" in names:
         top = (module_name or "").split(".")[0]
-        return "unsupported_library" if top and top in unsupported else "import_error"
+        return "unsupported_library" if top and top in unsupported and top in missed else "import_error"
     if "ImportError" in names:
         return "unknown_attribute" if "cannot import name" in message else "import_error"
     if names & _MODEL_ID_TYPES or any(p in message for p in _MODEL_ID_PATTERNS):
@@ -205,97 +229,6 @@ def classify(error_type: str, message: str, *, mro: Sequence[str] = (), errno: i
     if "TypeError" in names and _BAD_ARGUMENTS_RE.search(message):
         return "bad_arguments"
     return "runtime_error"
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Linux isolation primitives (ctypes: Python 3.11 has no os.unshare / os.mount).
-
-_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x2, 0x4, 0x8
-_MOUNT_ATTR_RDONLY, _AT_RECURSIVE, _AT_FDCWD = 0x1, 0x8000, -100
-_SYS_MOUNT_SETATTR = 442  # one number on every architecture (added after the syscall tables were unified)
-_NAMESPACE_GUARDS = ("network_namespace", "pid_namespace", "readonly_fs")
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _unshare(flags: int) -> bool:
-    return _libc().unshare(flags) == 0
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> bool:
-    def enc(text: str | None) -> bytes | None:
-        return text.encode() if text is not None else None
-
-    return _libc().mount(enc(source), enc(target), enc(fstype), flags, None) == 0
-
-
-def _set_readonly(path: str, readonly: bool, recursive: bool) -> bool:
-    attr = _MountAttr(_MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else _MOUNT_ATTR_RDONLY, 0, 0)
-    flags = _AT_RECURSIVE if recursive else 0
-    return _libc().syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, path.encode(), flags, ctypes.byref(attr),
-                           ctypes.sizeof(attr)) == 0
-
-
-def _isolate_namespaces(sandbox_dir: str, use_namespaces: bool) -> dict[str, bool]:
-    """In the shield C: new user/net/mount/pid namespaces (best first), then a read-only view of every mount
-    except the sandbox directory. Returns what worked, for the snippet process and `Sandbox.isolation`."""
-    got = dict.fromkeys(_NAMESPACE_GUARDS, False)
-    if not use_namespaces:
-        return got
-    for flags in (_CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS | _CLONE_NEWPID,
-                  _CLONE_NEWUSER | _CLONE_NEWNET | _CLONE_NEWNS, _CLONE_NEWUSER | _CLONE_NEWNET):
-        if _unshare(flags):
-            got["network_namespace"] = True
-            got["pid_namespace"] = bool(flags & _CLONE_NEWPID)
-            if flags & _CLONE_NEWNS:
-                # A private, writable /dev/shm (multiprocessing's locks, used by some pipelines, need one): the
-                # snippet's sibling directory `<sandbox>-shm`, not a tmpfs (owned by an unmapped uid: EOVERFLOW).
-                shm = sandbox_dir + "-shm"
-                private = _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-                with_shm = private and os.path.isdir(shm) and os.path.isdir("/dev/shm") and \
-                    _mount(shm, "/dev/shm", None, _MS_BIND)
-                got["readonly_fs"] = (private
-                                      and _mount(sandbox_dir, sandbox_dir, None, _MS_BIND | _MS_REC)
-                                      and _set_readonly("/", True, recursive=True)
-                                      and _set_readonly(sandbox_dir, False, recursive=True))
-                if got["readonly_fs"] and with_shm:
-                    _set_readonly("/dev/shm", False, recursive=False)
-            break
-    return got
-
-
-def _install_socket_guard() -> None:
-    """The fallback network block: weak (ctypes or a subprocess bypass it), but stops library calls."""
-    import socket
-
-    def blocked(*args: Any, **kwargs: Any) -> Any:
-        raise NetworkBlocked("network access is disabled in the sandbox")
-
-    socket.socket.connect = blocked  # type: ignore[method-assign]
-    socket.socket.connect_ex = blocked  # type: ignore[method-assign]
-    socket.create_connection = blocked
-    socket.getaddrinfo = blocked
-
-
-def _pids_cgroup_root() -> Path | None:
-    """Where a root worker can create a pids cgroup: RLIMIT_NPROC does not apply to uid 0."""
-    v1 = Path("/sys/fs/cgroup/pids")
-    if (v1 / "cgroup.procs").is_file() and os.access(v1, os.W_OK):
-        return v1
-    v2 = Path("/sys/fs/cgroup")
-    with contextlib.suppress(OSError):
-        if "pids" in (v2 / "cgroup.subtree_control").read_text().split() and os.access(v2, os.W_OK):
-            return v2
-    return None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -325,24 +258,73 @@ class _TailBuffer:
         return head + self.data.decode("utf-8", errors="replace")
 
 
+# ------------------------------------------------------------------------------------------------------------
+# The fallback network block, and what the snippet process reports.
+
+
+def _install_socket_guard() -> None:
+    """The fallback network block: weak (ctypes or a subprocess bypass it), but stops library calls. Only used
+    where seccomp is missing too; with seccomp, a sandbox without a network namespace creates no socket."""
+    import socket
+
+    def blocked(*args: Any, **kwargs: Any) -> Any:
+        raise NetworkBlocked("network access is disabled in the sandbox")
+
+    socket.socket.connect = blocked  # type: ignore[method-assign]
+    socket.socket.connect_ex = blocked  # type: ignore[method-assign]
+    socket.create_connection = blocked
+    socket.getaddrinfo = blocked
+
+
+class _MissRecorder:
+    """Last on sys.meta_path, so asked only after every real finder failed: the top-level names the import
+    system could not find while the snippet ran (a lookup by importlib.util.find_spec is a probe, not a miss)."""
+
+    def __init__(self) -> None:
+        self.missed: set[str] = set()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None, getframe: Any = sys._getframe) -> None:
+        caller = getframe(2)  # bound at definition: the snippet may rebind sys._getframe
+        if caller.f_code.co_name == "_find_and_load_unlocked":
+            self.missed.add(name.partition(".")[0])
+        return None
+
+
+# The report is one line on fd 3: "<token> <outcome>" then tab-separated fields, each escaped with
+# unicode_escape (no tab, newline or non-ASCII byte is left in a field). Only the snippet process writes it, once.
+_REPORT_FIELDS = ("type", "mro", "message", "errno", "module_name", "missed", "origin", "code")
+
+
 def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str, bool], sandbox_dir: str,
-                 result_fd: int) -> None:
-    """Process S: limits, environment, then the code. Writes the token only if the code returns normally."""
-    me = os.getpid()
+                 result_fd: int, seccomp_filter: Any | None) -> None:
+    """Process S: limits, privileges, environment, then the code. Writes `ok` only if the code returns normally.
 
-    def report(**fields: Any) -> None:
-        if os.getpid() == me:  # a forked grandchild running to the end must not speak for the snippet
-            with contextlib.suppress(Exception):
-                os.write(result_fd, (json.dumps({"token": token, **fields}) + "\n").encode())
+    Everything the report uses is bound here, before the code runs, to built-in functions and methods of
+    built-in types, which the code cannot rebind (it can rebind json.dumps, os.write or builtins.isinstance, and
+    on the old path that forged `ok`); the outcome word is fixed bytes chosen by which branch ran.
+    """
+    write, exit_now, getpid, exc_info = os.write, os._exit, os.getpid, sys.exc_info
+    type_, str_, int_, isinstance_, repr_ = type, str, int, isinstance, repr
+    me = getpid()
+    head = token.encode() + b" "
 
-    if isolation["pid_namespace"] and isolation["readonly_fs"]:
-        # A fresh /proc: the host's would show the harness's /proc/<pid>/environ.
-        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    def field(value: Any, limit: int = 2000) -> bytes:
+        text = value if type_(value) is str_ else "" if value is None else repr_(value) if \
+            type_(value) is int_ else "?"
+        return b"\t" + str_.encode(text[:limit], "unicode_escape")
+
+    def report(outcome: bytes, *fields: bytes) -> None:
+        if getpid() == me:  # a forked grandchild running to the end must not speak for the snippet
+            try:  # noqa: SIM105 (contextlib.suppress is a module attribute the snippet can rebind)
+                write(result_fd, head + outcome + b"".join(fields) + b"\n")
+            except BaseException:
+                pass
+
+    with open("/proc/self/statm") as f:
+        base_vm = int(f.read().split()[0]) * resource.getpagesize()
     os.chdir(sandbox_dir)
     os.environ.update(HOME=sandbox_dir, TMPDIR=sandbox_dir, PWD=sandbox_dir)
     tempfile.tempdir = None
-    with open("/proc/self/statm") as f:
-        base_vm = int(f.read().split()[0]) * resource.getpagesize()
     cpu_s = int(cfg["cpu_s"])
     for limit, value in ((resource.RLIMIT_AS, base_vm + cfg["memory_mb"] * _MIB),
                          (resource.RLIMIT_CPU, (cpu_s, cpu_s + 1)),
@@ -353,63 +335,110 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
         soft, hard = value if isinstance(value, tuple) else (value, value)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(limit, (soft, hard))
-    if not isolation["network_namespace"]:
+    _prctl(_PR_SET_DUMPABLE, 1)  # its parents are not dumpable; a non-dumpable process cannot read its own
+    # /proc/self/fd when the harness is not root, which subprocess and multiprocessing use
+    confine.drop_privileges(isolation, seccomp_filter)
+    if not isolation["network_namespace"] and not isolation["seccomp"]:
         _install_socket_guard()
+    recorder = _MissRecorder()
+    sys.meta_path.append(recorder)
     sys.argv = ["<snippet>"]
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
         exec(compile(code, "<snippet>", "exec"), namespace)
     except SystemExit as exc:
         _flush_std()
-        report(outcome="exit", code=str(exc.code)[:200])
+        try:
+            report(b"exit", field(None), field(None), field(None), field(None), field(None), field(None),
+                   field(None), field(str_(exc.code), 200))
+        except BaseException:
+            report(b"exit")
     except BaseException as exc:
-        with contextlib.suppress(BaseException):
+        try:
             import traceback
             traceback.print_exc()
+        except BaseException:
+            pass
         _flush_std()
-        report(outcome="exception", type=type(exc).__name__, mro=[c.__name__ for c in type(exc).__mro__],
-               message=str(exc)[:2000], errno=getattr(exc, "errno", None),
-               module_name=getattr(exc, "name", None) if isinstance(exc, ImportError) else None)
+        try:
+            cls = type_(exc)
+            module = exc.name if isinstance_(exc, ImportError) else None
+            top = module.partition(".")[0] if type_(module) is str_ else ""
+            tb = exc_info()[2]  # the interpreter's traceback: an exception class can fake `__traceback__`
+            while type_(tb) is TracebackType and type_(tb.tb_next) is TracebackType:
+                tb = tb.tb_next
+            origin = tb.tb_frame.f_code.co_filename if type_(tb) is TracebackType else None
+            errno = exc.errno if isinstance_(exc, OSError) else None
+            report(b"exception", field(cls.__name__), field(",".join(c.__name__ for c in cls.__mro__)),
+                   field(str_(exc)), field(errno), field(module), field("1" if top in recorder.missed else ""),
+                   field(origin, 500), field(None))
+        except BaseException:
+            report(b"exception")
     else:
         _flush_std()
-        report(outcome="ok")
-    os._exit(0)
+        report(b"ok")
+    exit_now(0)
+
+
+def _parse_report(data: bytes, token: str) -> dict[str, Any] | None:
+    """The snippet's report, found by its token wherever it is in the pipe's bytes (the snippet may have written
+    anything before it, but cannot know the token); None when there is none."""
+    at = data.find(token.encode() + b" ")
+    if at < 0:
+        return None
+    line = data[at + len(token) + 1:].split(b"\n", 1)[0]
+    outcome, *raw = line.split(b"\t")
+    fields = dict.fromkeys(_REPORT_FIELDS)
+    for name, value in zip(_REPORT_FIELDS, raw, strict=False):
+        try:
+            fields[name] = value.decode("unicode_escape") if value else None
+        except UnicodeDecodeError:
+            fields[name] = None
+    errno = fields["errno"]
+    return {**fields, "outcome": outcome.decode("ascii", "replace"),
+            "mro": (fields["mro"] or "").split(",") if fields["mro"] else [],
+            "errno": int(errno) if errno and errno.lstrip("-").isdigit() and errno.isascii() else None,
+            "missed": fields["missed"] == "1"}
 
 
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BaseException):
+        try:  # noqa: SIM105 (after the snippet ran: contextlib.suppress is an attribute it can rebind)
             stream.flush()
+        except BaseException:
+            pass
 
 
-def _run_shield(code: str, token: str, cfg: dict[str, Any], sandbox_dir: str, cgroup: Path | None,
-                fds: tuple[int, int, int]) -> None:
-    """Process C: new session, cgroup, namespaces, then S; exits the way S ended. Never returns.
+def _run_shield(code: str, token: str, cfg: dict[str, Any], sandbox_dir: str, cgroups: confine.SnippetCgroups,
+                fds: tuple[int, int, int], seccomp_filters: dict[bool, Any]) -> None:
+    """Process C: new session, cgroups, namespaces, then S; exits the way S ended. Never returns.
 
-    With a PID namespace C's child is the namespace's init I, which forks S: S must not be init itself,
-    because the kernel drops SIGKILL sent to init from inside, so `os.kill(os.getpid(), 9)` would not end it.
+    With a PID namespace C's child is the namespace's init I, which locks the mounts and forks S: S must not be
+    init itself, because the kernel drops SIGKILL sent to init from inside, so `os.kill(os.getpid(), 9)` would
+    not end it. Without one, C's child locks the mounts and is S.
     """
     out_w, err_w, res_w = fds
     try:
         os.setsid()
-        if cgroup is not None:
-            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+        cgroups.join(os.getpid())
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(res_w, 3)
         os.closerange(4, 65536)  # the worker's protocol pipes and everything else it holds
-        isolation = _isolate_namespaces(sandbox_dir, cfg["namespaces"])
+        isolation = confine.enter_namespaces(sandbox_dir, cfg["namespaces"])
         pid = os.fork()
         if pid == 0:
+            confine.lock_mounts(isolation)
+            seccomp_filter = seccomp_filters.get(isolation["network_namespace"])
             if isolation["pid_namespace"]:
                 pid = os.fork()
                 if pid == 0:
-                    _run_snippet(code, token, cfg, isolation, sandbox_dir, 3)
+                    _run_snippet(code, token, cfg, isolation, sandbox_dir, 3, seccomp_filter)
                 os.close(3)
                 _relay(pid)
-            _run_snippet(code, token, cfg, isolation, sandbox_dir, 3)
+            _run_snippet(code, token, cfg, isolation, sandbox_dir, 3, seccomp_filter)
         os.close(3)
         _relay(pid)
     except BaseException:
@@ -425,7 +454,27 @@ def _relay(pid: int) -> None:
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
 
 
-def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) -> dict[str, Any]:
+def remove_tree(path: str) -> bool:
+    """Remove a snippet's directory whatever the snippet left in it; never raises. shutil.rmtree recurses once
+    per level (RecursionError past ~1000 nested directories) and gives up on directories without permissions:
+    then `chmod -R u+rwx` and `rm -rf`, which walk any depth."""
+    try:
+        shutil.rmtree(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except BaseException:
+        pass
+    try:
+        subprocess.run(["chmod", "-R", "u+rwx", path], capture_output=True, timeout=120, check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", path], capture_output=True, timeout=120, check=False)
+    except BaseException:
+        return False
+    return not os.path.lexists(path)
+
+
+def _execute(code: str, cfg: dict[str, Any], cgroups: confine.SnippetCgroups, workdir: str,
+             seccomp_filters: dict[bool, Any]) -> dict[str, Any]:
     """Run one snippet from the worker and build the ExecResult fields."""
     token = secrets.token_hex(16)
     sandbox_dir = tempfile.mkdtemp(prefix="snippet-", dir=workdir)
@@ -435,16 +484,18 @@ def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) 
     res_r, res_w = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    cgroups.before_snippet()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _run_shield(code, token, cfg, sandbox_dir, cgroup, (out_w, err_w, res_w))
+        _run_shield(code, token, cfg, sandbox_dir, cgroups, (out_w, err_w, res_w), seccomp_filters)
     for fd in (out_w, err_w, res_w):
         os.close(fd)
     limit = cfg["output_kb"] * 1024
-    buffers = {out_r: _TailBuffer(limit), err_r: _TailBuffer(limit), res_r: _TailBuffer(64 * 1024)}
+    buffers = {out_r: _TailBuffer(limit), err_r: _TailBuffer(limit)}
+    report_data = bytearray()
     pidfd = os.pidfd_open(pid)
-    open_fds = set(buffers)
+    open_fds = {out_r, err_r, res_r}
     deadline = start + cfg["timeout_s"]
     timed_out = False
     while True:
@@ -457,10 +508,13 @@ def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) 
             break
         for fd in ready:
             chunk = os.read(fd, 65536)
-            if chunk:
-                buffers[fd].add(chunk)
-            else:
+            if not chunk:
                 open_fds.discard(fd)
+            elif fd == res_r:
+                if len(report_data) < _REPORT_LIMIT:
+                    report_data += chunk
+            else:
+                buffers[fd].add(chunk)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)  # C is at worst a zombie here, so its pgid cannot have been reused
     with contextlib.suppress(ProcessLookupError):
@@ -474,17 +528,24 @@ def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) 
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
-                buffers[fd].add(chunk)
-    for fd in (*buffers, pidfd):
+                if fd == res_r:
+                    report_data += chunk[:max(0, _REPORT_LIMIT - len(report_data))]
+                else:
+                    buffers[fd].add(chunk)
+    for fd in (out_r, err_r, res_r, pidfd):
         os.close(fd)
-    shutil.rmtree(sandbox_dir, ignore_errors=True)
-    shutil.rmtree(sandbox_dir + "-shm", ignore_errors=True)
+    memory_killed = cgroups.memory_killed()
+    remove_tree(sandbox_dir)
+    remove_tree(sandbox_dir + "-shm")
     fields: dict[str, Any] = {"stdout_tail": buffers[out_r].text(), "stderr_tail": buffers[err_r].text(),
                               "seconds": round(seconds, 4)}
-    report = _last_report(buffers[res_r].text(), token)
+    report = _parse_report(bytes(report_data), token)
     if timed_out:
         return {**fields, "status": "timeout", "message": f"timed out after {cfg['timeout_s']} s"}
     if report is None:
+        if memory_killed:
+            return {**fields, "status": "resource_limit", "error_type": "SIGKILL",
+                    "message": f"killed for using more than {cfg['memory_mb']} MiB (memory cgroup)"}
         cpu = usage.ru_utime + usage.ru_stime
         code = os.waitstatus_to_exitcode(status)  # -N: the shield itself was killed by signal N
         number = -code if code < 0 else code - 128 if 128 < code < 128 + signal.NSIG else 0  # _exit(137) too
@@ -508,30 +569,37 @@ def _execute(code: str, cfg: dict[str, Any], cgroup: Path | None, workdir: str) 
     if report["outcome"] == "exit":
         return {**fields, "status": "early_exit", "error_type": "SystemExit",
                 "message": f"SystemExit({report['code']}) before the last statement"}
-    status_name = classify(report["type"], report["message"], mro=report["mro"], errno=report["errno"],
-                           module_name=report["module_name"], unsupported=cfg["unsupported"])
-    return {**fields, "status": status_name, "error_type": report["type"], "message": report["message"]}
+    error_type = report["type"] or "unknown"
+    status_name = classify(error_type, report["message"] or "", mro=report["mro"], errno=report["errno"],
+                           module_name=report["module_name"], unsupported=cfg["unsupported"],
+                           missed=[(report["module_name"] or "").partition(".")[0]] if report["missed"] else [])
+    return {**fields, "status": status_name, "error_type": error_type, "message": report["message"] or "",
+            "origin": report["origin"]}
 
 
-def _last_report(text: str, token: str) -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        with contextlib.suppress(ValueError, AttributeError):
-            report = json.loads(line)
-            if report.get("token") == token:
-                return report
-    return None
+_REPORT_LIMIT = 64 * 1024
 
 
-def _probe_isolation(cfg: dict[str, Any], cgroup: Path | None, workdir: str) -> dict[str, bool]:
-    """What the kernel allows here, measured once per worker by a throwaway child."""
+def _probe_isolation(cfg: dict[str, Any], cgroups: confine.SnippetCgroups, workdir: str,
+                     seccomp_filters: dict[bool, Any]) -> dict[str, bool]:
+    """What the kernel allows here, measured once per worker by a throwaway child that goes through every step
+    a snippet does (namespaces, locked mounts, dropped privileges, seccomp)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
             probe_dir = tempfile.mkdtemp(dir=workdir)
-            got = _isolate_namespaces(probe_dir, cfg["namespaces"])
-            os.write(w, json.dumps(got).encode())
+            got = confine.enter_namespaces(probe_dir, cfg["namespaces"])
+            child = os.fork()
+            if child == 0:
+                try:
+                    confine.lock_mounts(got)
+                    confine.drop_privileges(got, seccomp_filters.get(got["network_namespace"]))
+                    os.write(w, json.dumps(got).encode())
+                finally:
+                    os._exit(0)
+            os.waitpid(child, 0)
         finally:
             os._exit(0)
     os.close(w)
@@ -540,10 +608,12 @@ def _probe_isolation(cfg: dict[str, Any], cgroup: Path | None, workdir: str) -> 
         data += chunk
     os.close(r)
     os.waitpid(pid, 0)
-    got = json.loads(data) if data else dict.fromkeys(_NAMESPACE_GUARDS, False)
-    is_root = os.getuid() == 0
-    got["socket_guard"] = not got["network_namespace"]
-    got["process_limit"] = cgroup is not None if is_root else True
+    for leftover in Path(workdir).iterdir():  # the probe's directory
+        remove_tree(str(leftover))
+    got = json.loads(data) if data else dict.fromkeys(confine.GUARDS, False)
+    got["socket_guard"] = not got["network_namespace"] and not got["seccomp"]
+    got["process_limit"] = cgroups.process_limit if os.getuid() == 0 else True
+    got["memory_cgroup"] = cgroups.memory is not None
     return got
 
 
@@ -552,7 +622,6 @@ def _worker_main() -> None:
     proto_out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the preloaded libraries print goes to stderr, not into the protocol
     cfg = json.loads(sys.stdin.readline())
-    cfg["unsupported"] = frozenset(cfg["unsupported"])
     loaded = []
     for name in cfg["preload"]:
         try:
@@ -563,27 +632,47 @@ def _worker_main() -> None:
     for target in cfg.get("setup", ()):  # "module:function", run once here so every forked child inherits it
         module_name, _, function_name = target.partition(":")
         getattr(importlib.import_module(module_name), function_name)()
-    cgroup = None
+    cfg["unsupported"] = frozenset(name for name in cfg["unsupported"] if not _importable(name))
+    _prctl(_PR_SET_DUMPABLE, 0)  # a snippet that sees this worker (no PID namespace) cannot read its memory
     workdir = cfg["workdir"]
-    if os.getuid() == 0 and (root := _pids_cgroup_root()) is not None:
-        with contextlib.suppress(OSError):
-            cgroup = root / f"apirl-sandbox-{os.getpid()}"
-            cgroup.mkdir(exist_ok=True)
-            (cgroup / "pids.max").write_text(str(cfg["max_processes"] + 1))  # +1: the shield process
-    if cgroup is not None and not (cgroup / "pids.max").is_file():
-        cgroup = None
-    isolation = _probe_isolation(cfg, cgroup, workdir)
-    proto_out.write(json.dumps({"ready": True, "preloaded": loaded, "isolation": isolation}) + "\n")
+    # The memory limit is memory_mb plus what the worker has resident: RLIMIT_AS (address space beyond the
+    # worker's) still gives ordinary allocations a MemoryError, and the cgroup bounds what it does not see
+    # (memfds, shared memory), the pages a snippet copies from the worker counted in.
+    resident_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    cgroups = confine.make_cgroups(f"apirl-sandbox-{os.getpid()}", cfg["max_processes"] + 2,  # + C and I
+                                   cfg["memory_mb"] + resident_mb)
+    seccomp_filters = {netns: confine.seccomp_filter(netns) for netns in (True, False)}
+    isolation = _probe_isolation(cfg, cgroups, workdir, seccomp_filters)
+    proto_out.write(json.dumps({"ready": True, "preloaded": loaded, "isolation": isolation,
+                                "cgroups": [str(p) for p in cgroups.paths]}) + "\n")
     # EOF on stdin (the harness closed the pipe, or died) ends the worker. Not PR_SET_PDEATHSIG: it fires when
     # the harness *thread* that started the worker exits, and restarts happen in short-lived job threads.
     try:
         for line in sys.stdin:
             job = json.loads(line)
-            proto_out.write(json.dumps(_execute(job["code"], cfg, cgroup, workdir)) + "\n")
+            try:
+                reply = _execute(job["code"], cfg, cgroups, workdir, seccomp_filters)
+            except Exception as exc:  # the harness's own failure: say so for this snippet, keep serving
+                reply = {"status": "early_exit", "error_type": type(exc).__name__,
+                         "message": f"sandbox worker failed running the snippet: {type(exc).__name__}: {exc}"}
+            proto_out.write(json.dumps(reply) + "\n")
     finally:
-        if cgroup is not None:
-            with contextlib.suppress(OSError):
-                cgroup.rmdir()
+        cgroups.remove()
+
+
+def _importable(name: str) -> bool:
+    """Whether this interpreter has the top-level module (decided in the worker, before any snippet runs)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_PR_SET_DUMPABLE = 4
+
+
+def _prctl(option: int, value: int) -> None:
+    ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -612,6 +701,7 @@ class _WorkerHandle:
             self.stop()
             raise RuntimeError("sandbox worker failed to start")
         self.info = info
+        self.cgroups = [Path(p) for p in info.get("cgroups", [])]
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -622,16 +712,17 @@ class _WorkerHandle:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-            self._remove_cgroup(self.proc.pid)
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            confine.remove_cgroups(f"apirl-sandbox-{self.proc.pid}")
+            remove_tree(self.workdir)
             self.proc = None
 
-    @staticmethod
-    def _remove_cgroup(pid: int) -> None:
-        root = _pids_cgroup_root()
-        if root is not None:
+    def restart(self) -> None:
+        """A fresh worker in place of this one, whatever state the old one is in."""
+        if self.proc is not None:
             with contextlib.suppress(OSError):
-                (root / f"apirl-sandbox-{pid}").rmdir()
+                self.proc.kill()
+        self.stop()
+        self.start()
 
     def run(self, code: str) -> ExecResult:
         start = time.monotonic()
@@ -645,10 +736,7 @@ class _WorkerHandle:
             reply = None
         if reply is None:
             code_ = self.proc.poll() if self.proc is not None else None
-            if self.proc is not None:
-                self.proc.kill()
-            self.stop()
-            self.start()
+            self.restart()
             return ExecResult("early_exit", None, f"sandbox worker died (exit {code_}) running the snippet",
                               seconds=time.monotonic() - start)
         return ExecResult(**reply)
@@ -698,7 +786,7 @@ class Sandbox:
             "setup": list(setup),
             "unsupported": frozenset(unsupported), "namespaces": bool(namespaces),
             "start_timeout_s": float(start_timeout_s)}
-        self.worker_env = {**scrub_env(os.environ), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        self.worker_env = {**allowed_env(os.environ), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                            "HF_DATASETS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1",
                            "PYTHONUNBUFFERED": "1",
                            "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -740,7 +828,17 @@ class Sandbox:
                     index = jobs.get_nowait()
                 except queue.Empty:
                     return
-                results[index] = worker.run(codes[index])
+                started = time.monotonic()
+                try:
+                    results[index] = worker.run(codes[index])
+                except Exception as exc:  # the harness failed, not the snippet: a verdict all the same
+                    results[index] = ExecResult("early_exit", type(exc).__name__,
+                                                f"sandbox harness error: {type(exc).__name__}: {exc}"[:2000],
+                                                seconds=time.monotonic() - started)
+                    try:
+                        worker.restart()
+                    except Exception:
+                        return  # this worker is gone; the others take the remaining jobs
                 if on_result is not None:
                     on_result()
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apirl.errors import InputError
 from apirl.feedback.types import Answer
 
 _SCHEMA = """
@@ -55,9 +56,16 @@ class JudgmentCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: every write is durable
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")  # wait for another worker's write instead of failing
-        self._db.execute(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")  # wait for another worker's write instead of failing
+            self._db.execute(_SCHEMA)
+            self._db.execute("SELECT judge, model, question, prompt_sha, completion_sha, value, p_yes, detail, "
+                             "prompt_tokens, completion_tokens, created FROM judgments LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise InputError(f"not a usable judgment cache ({exc}); move it away and the run starts a new one "
+                             "(its answers are judged again)", path=self.path) from exc
 
     def __enter__(self) -> JudgmentCache:
         return self

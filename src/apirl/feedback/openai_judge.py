@@ -135,10 +135,15 @@ class OpenAIJudge:
 
     async def _answer(self, client: Any, sample: Sample, question: Question) -> JudgedAnswer:
         response = await self._create(client, self.messages(sample, question))
+        if isinstance(response, _Unusable):
+            return JudgedAnswer(Answer(question.key, None, None, JUDGE, f"unusable response: {response.why}"))
         usage = getattr(response, "usage", None)
-        return JudgedAnswer(read_answer(response, question.key),
-                            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+        try:
+            answer = read_answer(response, question.key)
+        except Exception as exc:  # a reply of the wrong shape is one unknown answer, not the end of the run
+            answer = Answer(question.key, None, None, JUDGE, f"unparseable: {_describe(exc)}")
+        return JudgedAnswer(answer, prompt_tokens=token_count(getattr(usage, "prompt_tokens", 0)),
+                            completion_tokens=token_count(getattr(usage, "completion_tokens", 0)))
 
     async def _create(self, client: Any, messages: list[dict[str, str]]) -> Any:
         """One chat completion, retried as the module docstring says."""
@@ -149,15 +154,22 @@ class OpenAIJudge:
             if attempt:
                 await asyncio.sleep(self._delay(attempt, last))
             try:
-                return await client.chat.completions.create(
+                # The client's timeout bounds each read; wait_for bounds the whole request, so a server that
+                # drips a byte at a time cannot hold a slot past timeout_s.
+                return await asyncio.wait_for(client.chat.completions.create(
                     model=self.model, messages=messages, temperature=0, max_tokens=self.max_tokens,
-                    logprobs=True, top_logprobs=TOP_LOGPROBS)
+                    logprobs=True, top_logprobs=TOP_LOGPROBS), timeout=self.timeout_s)
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRY_STATUSES and exc.status_code < 500:
                     raise JudgeRequestError(self._refusal(exc)) from exc
                 last = exc
             except openai.APIConnectionError as exc:  # refused, reset, DNS, and APITimeoutError
                 last = exc
+            except TimeoutError as exc:
+                last = exc
+            except (openai.APIResponseValidationError, ValueError) as exc:  # a 200 that is not a completion
+                # (an HTML page, broken JSON): the server answered, so waiting will not change the answer
+                return _Unusable(_describe(exc))
         raise JudgeUnavailable(
             f"the judge server at {self.base_url} did not answer after {self.max_retries + 1} attempts; last error: "
             f"{_describe(last)}. Check that the server is running and reachable at that URL (an OpenAI-compatible "
@@ -179,6 +191,23 @@ class OpenAIJudge:
                  422: "the server rejected the request's parameters"}
         hint = hints.get(exc.status_code, "retrying will not help")
         return f"the judge server at {self.base_url} refused the request: {_describe(exc)}; {hint}"
+
+
+@dataclass(frozen=True)
+class _Unusable:
+    """A reply with status 200 that is no chat completion."""
+
+    why: str
+
+
+_MAX_TOKEN_COUNT = 2**62  # SQLite's INTEGER is 64-bit: a larger "count" is no count
+
+
+def token_count(value: Any) -> int:
+    """A usage count as the server sent it, or 0 when it is not a count (a string, negative, absurdly large)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value if 0 <= value < _MAX_TOKEN_COUNT else 0
 
 
 def _retry_after(error: Exception | None) -> float:

@@ -24,7 +24,10 @@ _LEAD_RE = re.compile(r"^[\s*_`#>\-\"'.,:;!()\[\]]+")
 _FIRST_WORD_RE = re.compile(r"(yes|no)\b", re.IGNORECASE)
 _BOTH_RE = re.compile(r"(yes|no)\s*(?:/|\bor\b|\band\b)\s*(yes|no)\b", re.IGNORECASE)
 # "The answer is yes", "Answer: **No**", "final answer - yes".
-_ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|would be|:|-)\s*[\s*_`\"':]*(yes|no)\b", re.IGNORECASE)
+# One run of separators after the verb (two adjacent runs that both match spaces backtrack quadratically).
+_ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is|would be|:|-)[\s*_`\"':]*(yes|no)\b", re.IGNORECASE)
+# A yes/no answer is at the start of a reply; a longer text is read up to here (the regexes stay linear).
+MAX_ANSWER_CHARS = 2000
 
 
 def normalize_token(token: str) -> str:
@@ -49,15 +52,22 @@ def _token_and_logprob(entry: Any) -> tuple[str, float | None]:
     return str(getattr(entry, "token", "")), getattr(entry, "logprob", None)
 
 
+def _is_logprob(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value <= 0  # -inf is probability 0
+
+
 def p_yes_from_logprobs(top_logprobs: Iterable[Any]) -> float | None:
     """P(yes) from one generated position's top alternatives: the probability of the yes-like tokens over
     that of the yes-like and no-like ones together (the rest of the mass, "**" or "The", says nothing about
-    the answer, so it is left out rather than counted as "no"). None when neither kind is among them."""
+    the answer, so it is left out rather than counted as "no"). None when neither kind is among them, or when
+    a value is no log-probability (a string, above 0): then the text decides."""
     yes = no = 0.0
     for entry in top_logprobs:
         token, logprob = _token_and_logprob(entry)
-        if logprob is None or math.isnan(logprob):
-            continue
+        if logprob is None or (isinstance(logprob, float) and math.isnan(logprob)):
+            continue  # no value for this token
+        if not _is_logprob(logprob):  # a string or a positive "log-probability": this position is garbage
+            return None
         kind = token_class(token)
         if kind is True:
             yes += math.exp(logprob)
@@ -78,7 +88,8 @@ def parse_yes_no(text: str | None) -> bool | None:
     """
     if not text:
         return None
-    cleaned = _LEAD_RE.sub("", text.strip())
+    text = text.strip()[:MAX_ANSWER_CHARS]
+    cleaned = _LEAD_RE.sub("", text)
     if _BOTH_RE.match(cleaned):
         return None
     first = _FIRST_WORD_RE.match(cleaned)

@@ -46,11 +46,11 @@ from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
 from apirl.feedback.types import Answer, Sample, label, score
-from apirl.jsonl import iter_jsonl
+from apirl.jsonl import iter_jsonl, json_line, write_jsonl
 from apirl.models.config import GenerateConfig
 from apirl.models.generation import generate_batches, request_of
 from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
-from apirl.rundir import StageResult, file_sha256, run_stage, write_jsonl
+from apirl.rundir import StageResult, file_sha256, run_stage
 
 STAGE = "feedback"
 SAMPLES = "samples.jsonl"
@@ -163,7 +163,7 @@ def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dic
                     prompt, k = todo[index]
                     row = {"sample_id": f"{prompt['example_id']}:{k}", "example_id": prompt["example_id"], "k": k,
                            "prompt": prompt["prompt"], "completion": text}
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    sink.write(json_line(row))
                     done[row["sample_id"]] = row
                 sink.flush()
                 progress.update(task, advance=len(indices))

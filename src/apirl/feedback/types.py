@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +42,13 @@ class Answer:
     p_yes: float | None
     judge: str
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        # A probability that is not one (NaN, inf, outside [0, 1]) is no probability: stored, SQLite would give it
+        # back as NULL, and a resumed run would weigh the answer differently from the run that judged it.
+        p = self.p_yes
+        if p is not None and not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
+            object.__setattr__(self, "p_yes", None)
 
 
 def answer_weight(answer: Answer) -> float:

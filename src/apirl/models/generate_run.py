@@ -22,10 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apirl.config import RunConfig
 from apirl.data.dataset import Example, build_examples, load_gorilla
-from apirl.jsonl import iter_jsonl
+from apirl.jsonl import iter_jsonl, json_line, write_jsonl
 from apirl.models.generation import build_prompt, generate_batches, pick_shots
 from apirl.models.load import load_model, load_tokenizer, resolve_model
-from apirl.rundir import git_commit, package_versions, peak_memory_mb, write_jsonl
+from apirl.rundir import git_commit, package_versions, peak_memory_mb
 
 
 def split_examples(config: RunConfig) -> tuple[list[Example], list[Example]]:
@@ -101,7 +101,7 @@ def generate_split(config: RunConfig, out: str | Path, console: Console | None =
             for index, text in zip(indices, texts, strict=True):
                 example = examples[todo[index]]
                 row = {"question_id": example.question_id, "example_id": example.example_id, "text": text}
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                sink.write(json_line(row))
                 done[example.example_id] = row
             sink.flush()
             tokens += new_tokens

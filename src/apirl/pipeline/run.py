@@ -37,7 +37,8 @@ from rich.console import Console
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.rundir import StageResult, git_commit, package_versions, run_stage, write_jsonl
+from apirl.jsonl import write_jsonl
+from apirl.rundir import StageResult, git_commit, package_versions, run_stage
 
 STAGES = ("data", "sft", "feedback", "reward", "rl", "generate", "eval", "report")
 RECORD = "pipeline.json"

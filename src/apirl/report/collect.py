@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from apirl.errors import InputError
 from apirl.evaluate.paired import details_name, load_details
 from apirl.jsonl import iter_jsonl
@@ -79,13 +81,54 @@ def read_log(path: Path) -> list[dict[str, Any]] | None:
     return [row for _, row in iter_jsonl(path)]
 
 
+class _EvalSummaryShape(BaseModel):
+    """The keys of an eval summary that the report reads, with their types; other keys pass unchecked."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    n: int
+    split: str | None = None
+    ast_accuracy: float | None = None
+    hallucination: float | None = None
+    strict_accuracy: float | None = None
+    rouge_l: float | None = None
+    codebleu: float | None = None
+    executability: float | None = None
+    executability_strict: float | None = None
+    missing_responses: int | None = None
+    ci95: dict[str, list[float | int] | None] | None = None
+    exec_failures: dict[str, int] | None = None
+    per_domain: dict[str, dict[str, Any]] | None = None
+
+    @field_validator("ast_accuracy", "hallucination", "strict_accuracy", "rouge_l", "codebleu", "executability",
+                     "executability_strict", mode="before")
+    @classmethod
+    def _int_is_a_rate_too(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _check_eval_summary(summary: Any, path: Path, label: str) -> dict[str, Any]:
-    """An eval summary must at least say how many questions it scored: every rate in it is out of `n`."""
+    """An eval summary must say how many questions it scored (every rate in it is out of `n`), and what the report
+    reads of it must have the type the evaluation writes: else an InputError naming the file and the key."""
     if not isinstance(summary, dict):
         raise InputError(f"{label}: expected a JSON object of metrics, got {type(summary).__name__}", path=path)
     if not isinstance(summary.get("n"), int):
         raise InputError(f"{label}: no integer 'n' (questions scored)", path=path, field="n")
+    try:
+        _EvalSummaryShape.model_validate(summary)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"{label}: {first['msg']}", path=path,
+                         field=".".join(str(k) for k in first["loc"])) from exc
     return summary
+
+
+def _check_pipeline(pipeline: dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
+    """pipeline.json's `config` (the run config, read for the header and the bootstrap settings) is a table."""
+    if pipeline is not None and not isinstance(pipeline.get("config", {}), dict):
+        raise InputError(f"expected the run config as an object, got {type(pipeline['config']).__name__}",
+                         path=path, field="config")
+    return pipeline
 
 
 def read_models(eval_dir: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -135,7 +178,7 @@ def collect_run(run_dir: str | Path) -> RunData:
     feedback_dir = run_dir / "feedback"
     run = RunData(
         run_dir=run_dir,
-        pipeline=read_json_object(run_dir / "pipeline.json"),
+        pipeline=_check_pipeline(read_json_object(run_dir / "pipeline.json"), run_dir / "pipeline.json"),
         manifests=read_manifests(run_dir),
         models=read_models(run_dir / "eval"),
         anchors=read_anchors(run_dir / "eval" / GORILLA_FILE),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
+from apirl.jsonl import json_line
 from apirl.train.config import TrainerFields
 
 FINGERPRINT = "apirl-fingerprint.json"
@@ -113,4 +114,4 @@ def write_log_history(path: Path, log_history: list[dict[str, Any]]) -> None:
     """A Trainer's `state.log_history`, one JSON line per logged step."""
     with path.open("w", encoding="utf-8") as handle:
         for entry in log_history:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json_line(entry))

@@ -51,7 +51,7 @@ from typing import Any
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.jsonl import iter_jsonl
+from apirl.jsonl import iter_jsonl, json_line
 from apirl.models.engine import filter_top_p
 from apirl.models.generation import cut_at_stop
 from apirl.rundir import StageResult
@@ -388,7 +388,7 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
     # The reward's executability sandbox, when it has one, lives as long as the loop.
     with reward_terms(config, device) as terms, log_path.open("w", encoding="utf-8") as handle:
         for entry in log:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json_line(entry))
         for step in range(start, ppo.steps):
             generator = torch.Generator(device=device).manual_seed(step_seed(config.seed, step))
             batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, config.seed, step), config,
@@ -400,7 +400,7 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
                 stats.update({f"reward_{name}": value for name, value in term_means.items()})
             entry = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}}
             log.append(entry)
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json_line(entry))
             handle.flush()
             for key, value in stats.items():
                 writer.add_scalar(f"ppo/{key}", value, step + 1)

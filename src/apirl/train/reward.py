@@ -42,7 +42,7 @@ from typing import Any
 from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.feedback.calibrate import GOLD, auc, calibration_samples
-from apirl.jsonl import iter_jsonl
+from apirl.jsonl import iter_jsonl, json_line
 from apirl.models.load import ModelSource, default_device, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
@@ -443,7 +443,7 @@ def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, ca
                                       encoding="utf-8")
     with (stage_dir / LOG_HISTORY).open("w", encoding="utf-8") as handle:
         for entry in trainer.state.log_history:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json_line(entry))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     state = trainer.state
     del trainer, trained, model

@@ -23,7 +23,7 @@ from typing import Any
 from apirl.config import RunConfig
 from apirl.data.stage import prepare_data
 from apirl.errors import InputError
-from apirl.jsonl import iter_jsonl
+from apirl.jsonl import iter_jsonl, json_line
 from apirl.models.load import resolve_model
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
@@ -113,7 +113,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     tokenizer.save_pretrained(model_dir)
     with (stage_dir / LOG_HISTORY).open("w", encoding="utf-8") as handle:
         for entry in trainer.state.log_history:
-            handle.write(json.dumps(entry) + "\n")
+            handle.write(json_line(entry))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {
         "model": config.model.name, "method": config.sft.method, "train_examples": len(train_rows),
