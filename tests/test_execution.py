@@ -7,12 +7,13 @@ a hub of two tiny checkpoints; the integration test runs real gold snippets and 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from apirl.data.apidb import load_api_database
-from apirl.evaluate.execution import Executor, ExecVerdict, loaded_names, runnable_code, summarize
+from apirl.evaluate.execution import EXEC_SITE, Executor, ExecVerdict, loaded_names, runnable_code, summarize
 from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
 from apirl.evaluate.offline_hub import (
     OfflineHub,
@@ -163,6 +164,26 @@ def test_gap_classes_are_the_harness_s_not_the_snippet_s(executor: Executor) -> 
                    "class E(ValueError):\n    __traceback__ = property(lambda self: Fake())\n"
                    "raise E('ffmpeg was not found but is required')\n")
     assert run(executor, fake_origin).status == "runtime_error"
+    # The standard library made to say a gap's words is not the library the gap belongs to.
+    assert run(executor, "import collections\ncollections.ChainMap()['ffmpeg was not found']\n").status == \
+        "runtime_error"
+    assert run(executor, "import pathlib\npathlib.Path(\"Couldn't load custom C++ ops\").read_text()\n").status \
+        == "runtime_error"
+
+
+def test_torchvision_and_timm_run_in_the_sandbox_without_their_cpp_operators(executor: Executor) -> None:
+    if not EXEC_SITE.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{EXEC_SITE} is missing: `make setup` installs torchvision and timm there")
+        pytest.skip(f"no {EXEC_SITE} here (made by `make setup`)")
+    code = ("import torch, torchvision, timm\nfrom torchvision import transforms\nfrom PIL import Image\n"
+            "x = transforms.Compose([transforms.Resize(64), transforms.ToTensor()])(Image.new('RGB', (80, 80)))\n"
+            "assert torchvision.models.resnet18(weights=None).eval()(x[None]).shape == (1, 1000)\n"
+            "assert timm.create_model('resnet18', pretrained=False).eval()(x[None]).shape == (1, 1000)\n")
+    assert run(executor, code, "strict").status == "ok"
+    nms = "import torch, torchvision\ntorchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)\n"
+    verdict = run(executor, nms, "strict")
+    assert (verdict.status, verdict.error_type) == ("unsupported_library", "RuntimeError"), verdict
 
 
 def test_every_mutant_kind_is_rejected(executor: Executor, api_db) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,6 @@ def test_a_snippet_cannot_change_what_the_next_one_finds(box):
              "print('tmp', glob.glob('/tmp/apirl-poison') + glob.glob('/tmp/apirl-sandbox-*/poison'))\n"
              "print('shm', os.listdir('/dev/shm'))\n"
              "print('procs', sorted(n for n in os.listdir('/proc') if n.isdigit()))\n")
-    before = sorted(p.name for p in worker_dir(box).iterdir())
     results = box.run_many([attack, check])
     assert results[0].status in ("ok", "runtime_error"), results[0]
     assert results[1].ok, results[1]
@@ -137,7 +137,9 @@ def test_a_snippet_cannot_change_what_the_next_one_finds(box):
     if box.isolation["pid_namespace"]:
         assert "procs ['1', '2']" in out, out  # the new namespace's init and the checker: no leftover
     assert not Path("/tmp/apirl-poison").exists()
-    assert before == sorted(p.name for p in worker_dir(box).iterdir())  # every snippet directory cleaned up
+    siblings = eval(out.split("siblings ")[1].splitlines()[0])  # the attacker's directories are gone by then:
+    own = siblings[0]  # only the checker's own directory and its /dev/shm remain
+    assert siblings == [own, own + "-shm"], siblings
     for cgroup in box._workers[0].cgroups:
         for name in ("pids.max", "memory.limit_in_bytes", "memory.max"):
             if (cgroup / name).is_file():
@@ -162,6 +164,78 @@ def test_devices_and_sysctls_are_out_of_reach(box):
     result = box.run(code)
     assert result.ok, result
     assert result.stdout_tail == "[]\n8\n", result.stdout_tail
+
+
+def test_sysv_shared_memory_is_neither_the_host_s_nor_left_for_the_next_snippet(box):
+    needs(box, "network_namespace")
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x5A5A0000 + os.getpid() % 0xFFFF
+    host_segment = libc.shmget(key, 4096, 0o1000 | 0o600)  # IPC_CREAT: a root-owned segment of the host
+    assert host_segment >= 0
+    try:
+        results = box.run_many([LIBC + f"print(libc.shmget({key}, 0, 0), libc.shmget({key + 1}, 4096, 0o1666))\n",
+                                LIBC + f"print(libc.shmget({key + 1}, 0, 0))\n"])
+        assert [r.status for r in results] == ["ok", "ok"], results
+        seen_host, made = map(int, results[0].stdout_tail.split())
+        assert seen_host == -1 and made >= 0  # the host's segment is invisible; its own is made...
+        assert results[1].stdout_tail == "-1\n"  # ...and gone for the next snippet
+        assert libc.shmget(key + 1, 0, 0) == -1  # and never reached the host
+    finally:
+        libc.shmctl(host_segment, 0, None)  # IPC_RMID
+
+
+def test_host_runtime_fifos_are_out_of_reach(box, tmp_path):
+    needs(box, "readonly_fs")
+    if not Path("/run").is_dir() or os.geteuid() != 0:
+        pytest.skip("needs a /run to plant a FIFO in")
+    fifo = Path("/run") / f"apirl-test-{os.getpid()}.fifo"
+    os.mkfifo(fifo, 0o600)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        result = box.run(f"import os\nfd = os.open({str(fifo)!r}, os.O_WRONLY | os.O_NONBLOCK)\n"
+                         "os.write(fd, b'reboot')\n")
+        assert result.status == "runtime_error" and "FileNotFoundError" in (result.error_type or ""), result
+        assert os.read(reader, 16) == b""  # nothing was written
+    finally:
+        os.close(reader)
+        fifo.unlink()
+
+
+def test_a_killed_worker_leaves_no_snippet_running():
+    name = f"orphan{os.getpid() % 10000}"
+    with Sandbox(workers=1, timeout_s=20) as sandbox:
+        worker = sandbox._workers[0]
+        import threading
+
+        thread = threading.Thread(target=sandbox.run, args=(
+            f"import ctypes, time\nctypes.CDLL(None).prctl(15, {name.encode()!r})\ntime.sleep(60)\n",), daemon=True)
+        thread.start()
+        for _ in range(100):
+            if host_processes_named(name):
+                break
+            time.sleep(0.05)
+        assert host_processes_named(name), "the snippet never started"
+        worker.proc.kill()
+        thread.join(timeout=30)
+        for _ in range(40):
+            if not host_processes_named(name):
+                break
+            time.sleep(0.05)
+        assert host_processes_named(name) == []
+
+
+def host_processes_named(comm: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == comm:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -265,7 +339,7 @@ def test_a_deep_directory_tree_loses_no_verdict():
         results = sandbox.run_many(["import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n",
                                     "print('next')\n"])
         assert [r.status for r in results] == ["ok", "ok"], results
-        assert [p.name for p in workdir.iterdir()] == []
+        assert not any((p / "d").exists() for p in workdir.iterdir())  # removed before the next snippet ran
     assert not workdir.exists()
 
 
@@ -297,6 +371,10 @@ def test_a_dead_worker_is_replaced_and_its_verdict_kept(monkeypatch):
     ("exec(compile(\"raise ModuleNotFoundError(name='timm')\", '/usr/lib/python3/x.py', 'exec'))\n",
      "import_error"),
     ("raise ModuleNotFoundError(name='json')\n", "import_error"),
+    ("try:\n    import tensorflow\nexcept ImportError:\n    pass\nraise ModuleNotFoundError(name='tensorflow')\n",
+     "import_error"),  # a real miss earlier, a raise of its own afterwards
+    ("import sys\nsys.meta_path[-1].find_spec('tensorflow')\nraise ModuleNotFoundError(name='tensorflow')\n",
+     "import_error"),
     ("import tensorflow\n", "unsupported_library"),
     ("import importlib\nimportlib.import_module('tensorflow.keras')\n", "unsupported_library"),
 ])

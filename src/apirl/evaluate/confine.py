@@ -34,21 +34,25 @@ import contextlib
 import ctypes
 import errno as errno_mod
 import os
+import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-_CLONE_NEW_ANY = (CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, 0x02000000, 0x04000000, 0x08000000,
-                  0x00000080)  # + cgroup, uts, ipc, time namespaces
+_CLONE_NEWCGROUP, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x02000000, 0x04000000, 0x08000000
+_CLONE_NEW_ANY = (CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, _CLONE_NEWCGROUP, _CLONE_NEWUTS,
+                  _CLONE_NEWIPC)  # (a time namespace cannot be made by clone(), only by unshare)
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 _MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NODEV, _AT_RECURSIVE, _AT_FDCWD = 0x1, 0x4, 0x8000, -100
-_SYS_MOUNT_SETATTR = 442  # one number on every architecture (added after the syscall tables were unified)
+_SYS_MOUNT_SETATTR = 442  # the same on x86_64, arm64 and every architecture of the unified table (not alpha)
 _SAFE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-_PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 4, 24, 38, 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_DUMPABLE, _PR_SET_PDEATHSIG, _PR_CAPBSET_READ, _PR_CAPBSET_DROP = 4, 1, 23, 24
+_PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 28, 38, 47, 4
+# NOROOT (+locked): uid 0 gains no capabilities by exec; NO_SETUID_FIXUP (+locked); KEEP_CAPS_LOCKED.
+_SECUREBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 GUARDS = ("network_namespace", "pid_namespace", "readonly_fs", "fresh_proc", "locked_mounts", "no_capabilities",
@@ -128,7 +132,9 @@ def enter_namespaces(sandbox_dir: str, use_namespaces: bool) -> dict[str, bool]:
     uid, gid = os.geteuid(), os.getegid()
     for flags in (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID,
                   CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS, CLONE_NEWUSER | CLONE_NEWNET):
-        if not _unshare(flags):
+        # + IPC (SysV shared memory, semaphores, message queues of the host, and left behind for the next
+        # snippet), UTS and cgroup namespaces, where the kernel has them
+        if not (_unshare(flags | _CLONE_NEWIPC | _CLONE_NEWUTS | _CLONE_NEWCGROUP) or _unshare(flags)):
             continue
         got["network_namespace"] = True
         got["pid_namespace"] = bool(flags & CLONE_NEWPID)
@@ -155,21 +161,35 @@ def _readonly_view(sandbox_dir: str) -> bool:
     for device in _SAFE_DEVICES:
         if os.path.exists(device) and _mount(device, device, None, _MS_BIND):
             _set_attr(device, clear=_MOUNT_ATTR_NODEV)
+    for runtime in ("/run", "/var/run"):  # daemons' sockets and FIFOs (a FIFO is writable on a read-only mount)
+        if os.path.isdir(runtime) and not os.path.islink(runtime):
+            _mount("tmpfs", runtime, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     return True
 
 
 def lock_mounts(got: dict[str, bool]) -> None:
     """In C's child (the PID namespace's init, or the snippet): a fresh /proc, then a nested user + mount
-    namespace that locks every mount as it is now. Non-dumpable, so the snippet cannot borrow its rights."""
-    with contextlib.suppress(OSError):
-        _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    namespace that locks every mount as it is now."""
     if got["pid_namespace"] and got["readonly_fs"]:
         # The host's /proc would show every host process's command line; this one shows the namespace only.
         # Read-only: the snippet keeps the harness's uid, and sysctls (/proc/sys) check the uid, not capabilities.
-        got["fresh_proc"] = _mount("proc", "/proc", "proc", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+        flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+        got["fresh_proc"] = _mount("proc", "/proc", "proc", flags)
+        if not got["fresh_proc"]:  # refused (a container's masked /proc): no /proc at all rather than the host's
+            _mount("tmpfs", "/proc", "tmpfs", flags)
     if got["readonly_fs"] and got.pop("mapped", False):
         got["locked_mounts"] = _unshare(CLONE_NEWUSER | CLONE_NEWNS)
     got.pop("mapped", None)
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (a worker killed mid-snippet leaves no snippet running)."""
+    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """A non-dumpable process cannot be ptraced or have its /proc/<pid>/mem opened by one of the same uid."""
+    _libc().prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
 
 
 def drop_privileges(got: dict[str, bool], seccomp_filter: Any | None) -> None:
@@ -180,9 +200,11 @@ def drop_privileges(got: dict[str, bool], seccomp_filter: Any | None) -> None:
         if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == errno_mod.EINVAL:
             break  # past the last capability this kernel knows
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS, 0, 0, 0)
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    got["no_capabilities"] = nnp and libc.capset(ctypes.byref(header), data) == 0
+    bounding_empty = libc.prctl(_PR_CAPBSET_READ, 0, 0, 0, 0) == 0  # CAP_CHOWN, the first, is gone
+    got["no_capabilities"] = nnp and bounding_empty and libc.capset(ctypes.byref(header), data) == 0
     if seccomp_filter is not None and nnp:
         try:
             seccomp_filter.load()
@@ -216,7 +238,8 @@ def seccomp_filter(network_namespace: bool) -> Any | None:
             if family != socket.AF_UNIX:
                 filt.add_rule(seccomp.ERRNO(errno_mod.EAFNOSUPPORT), "socketpair",
                               seccomp.Arg(0, seccomp.EQ, family))
-        filt.add_rule(seccomp.ERRNO(errno_mod.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.GE, _MAX_FAMILY))
+        for call in ("socket", "socketpair"):  # the kernel reads an int: a family with high bits set is refused
+            filt.add_rule(seccomp.ERRNO(errno_mod.EAFNOSUPPORT), call, seccomp.Arg(0, seccomp.GE, _MAX_FAMILY))
         return filt
     except (OSError, ValueError, RuntimeError):
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from apirl.evaluate.binding import bind
 from apirl.evaluate.installed import install_roots
 from apirl.evaluate.offline_hub import OfflineHub, model_ids_in_code
 from apirl.evaluate.sandbox import STATUSES, Sandbox
+from apirl.evaluate.torchvision_shim import MISSING_OPS_MESSAGE
 
 MODES = ("bound", "strict")
 GAP_STATUSES = ("unsupported_library", "hub_gap")
@@ -42,12 +44,24 @@ PRELOAD = ("torch", "numpy", "PIL.Image", "requests", "pandas", "sklearn", "soun
            "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.evaluate.binding")
 # Run in each worker after the preloads: keywords that libraries silently drop become TypeErrors.
 SETUP = ("apirl.evaluate.kwarg_audit:install",)
+# Run before them: torchvision (and timm) importable beside the CPU torch, without torchvision's C++ operators;
+# transformers imports torchvision when it can, so this comes first.
+PREPARE = ("apirl.evaluate.torchvision_shim:install",)
+# Libraries that only the sandbox's workers see: `make setup` installs torchvision and timm here (--no-deps),
+# because outside the workers, without the shim, their presence would break `import transformers.pipelines`.
+EXEC_SITE = Path(sys.prefix) / "exec-site"
 
 _LOADERS = ("from_pretrained", "pipeline", "SentenceTransformer", "CrossEncoder", "hf_hub_download",
             "snapshot_download", "load_dataset", "from_hparams", "load_from_hub")
 _LOADER_KEYWORDS = ("model", "repo_id", "pretrained_model_name_or_path", "model_name_or_path", "path", "source")
 # Failures that are this machine's gaps, not the snippet's: a system tool we lack, a hub dataset we do not serve.
-_ENVIRONMENT_GAPS = ("ffmpeg was not found", "on the Hub (OfflineModeIsEnabled)")
+# A gap message counts only when the library it belongs to raised it (any code can print the words):
+# (words of the message, the packages whose files may raise it, the class it is).
+_ENVIRONMENT_GAPS = (("ffmpeg was not found", ("transformers",), "unsupported_library"),
+                     ("on the Hub (OfflineModeIsEnabled)", ("datasets", "huggingface_hub"), "hub_gap"),
+                     (MISSING_OPS_MESSAGE, ("torchvision",), "unsupported_library"))
+# Where a "no such repository" raised for a repository that the offline hub has comes from.
+_HUB_CLIENTS = ("transformers", "huggingface_hub", "diffusers", "sentence_transformers")
 _FENCE_RE = re.compile(r"^\s*```[\w+-]*\s*$")
 _SHELL_RE = re.compile(r"^(\s*)([!%].*)$")
 
@@ -85,13 +99,27 @@ def loaded_names(code: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def raised_by_library(origin: str | None) -> bool:
-    """Whether the code that raised lives in an installed library, not in the snippet: a gap message ("ffmpeg was
-    not found") counts as the harness's gap only when a library said it; the snippet raising it is its own error."""
+def raised_by(origin: str | None, packages: Sequence[str]) -> bool:
+    """Whether the code that raised lives in one of `packages`, installed (site-packages, or EXEC_SITE for the
+    workers), not in the snippet: a gap message ("ffmpeg was not found") is the harness's gap only when that
+    library said it; the snippet raising it, or making the standard library say it, is its own error."""
     if not origin or origin.startswith("<"):
         return False
     path = Path(origin)
-    return path.is_file() and any(path.resolve().is_relative_to(root) for root in install_roots())
+    if not path.is_file():
+        return False
+    path = path.resolve()
+    return any(path.is_relative_to(root / package) for root in (*install_roots(), EXEC_SITE.resolve())
+               for package in packages)
+
+
+def literal_strings(code: str) -> set[str]:
+    """The string constants of the code (not its comments): where a model id the code uses can be."""
+    try:
+        return {node.value for node in ast.walk(ast.parse(code))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    except SyntaxError:
+        return set()
 
 
 @dataclass(frozen=True)
@@ -126,7 +154,8 @@ class Executor:
                  preload: Sequence[str] = PRELOAD) -> None:
         self.hub = OfflineHub(hub_dir, api_db, evidence)
         self.sandbox = Sandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, preload=preload,
-                               setup=SETUP,
+                               setup=SETUP, prepare=PREPARE,
+                               site_dirs=[EXEC_SITE] if EXEC_SITE.is_dir() else [],
                                env=self.hub.env, max_processes=256, max_open_files=1024)
 
     def __enter__(self) -> Executor:
@@ -159,14 +188,17 @@ class Executor:
         verdicts = []
         for key, result in zip(keys, results, strict=True):
             status, message = result.status, result.message
-            gaps = [i for i in ids[key] if i in failed]
+            strings = literal_strings(codes[key])
+            gaps = [i for i in ids[key] if i in failed and i in strings]  # an id in a comment is no use of it
+            environment = next((gap for words, packages, gap in _ENVIRONMENT_GAPS
+                                if words in message and raised_by(result.origin, packages)), None)
             if not result.ok and gaps and status in ("unknown_model_id", "runtime_error", "unknown_attribute"):
                 status = "hub_gap"
                 message = f"offline hub could not build {', '.join(gaps)}: " \
                           f"{records[gaps[0]].error[:200]} | {message}"
-            elif any(pattern in message for pattern in _ENVIRONMENT_GAPS) and raised_by_library(result.origin):
-                status = "hub_gap" if "on the Hub" in message else "unsupported_library"
-            elif status == "unknown_model_id" and ids[key] and raised_by_library(result.origin) and \
+            elif environment is not None:
+                status = environment
+            elif status == "unknown_model_id" and ids[key] and raised_by(result.origin, _HUB_CLIENTS) and \
                     not [n for n in loaded_names(codes[key]) if n not in self.hub.known]:
                 # Every repository the code names exists here: a file of a tiny repo is missing, not the repo.
                 status = "hub_gap"

@@ -81,8 +81,8 @@ use the worker's environment, not the per-snippet HOME; point HF_HOME at a share
 
 from __future__ import annotations
 
+import ast
 import contextlib
-import ctypes
 import errno as errno_mod
 import importlib
 import importlib.util
@@ -292,7 +292,8 @@ class _MissRecorder:
 
 # The report is one line on fd 3: "<token> <outcome>" then tab-separated fields, each escaped with
 # unicode_escape (no tab, newline or non-ASCII byte is left in a field). Only the snippet process writes it, once.
-_REPORT_FIELDS = ("type", "mro", "message", "errno", "module_name", "missed", "origin", "code")
+_REPORT_FIELDS = ("type", "mro", "message", "errno", "module_name", "missed", "origin", "code", "line")
+_REPORT_LIMIT = 64 * 1024  # bytes of the report pipe kept
 
 
 def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str, bool], sandbox_dir: str,
@@ -303,7 +304,10 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
     built-in types, which the code cannot rebind (it can rebind json.dumps, os.write or builtins.isinstance, and
     on the old path that forged `ok`); the outcome word is fixed bytes chosen by which branch ran.
     """
+    import traceback
+
     write, exit_now, getpid, exc_info = os.write, os._exit, os.getpid, sys.exc_info
+    print_exception = traceback.print_exception
     type_, str_, int_, isinstance_, repr_ = type, str, int, isinstance, repr
     me = getpid()
     head = token.encode() + b" "
@@ -335,9 +339,13 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
         soft, hard = value if isinstance(value, tuple) else (value, value)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(limit, (soft, hard))
-    _prctl(_PR_SET_DUMPABLE, 1)  # its parents are not dumpable; a non-dumpable process cannot read its own
-    # /proc/self/fd when the harness is not root, which subprocess and multiprocessing use
+    if os.geteuid() != 0:  # its parents are not dumpable; a non-root snippet must be, to read its own
+        confine.set_dumpable(True)  # /proc/self/fd (subprocess, multiprocessing). Root can anyway.
     confine.drop_privileges(isolation, seccomp_filter)
+    missing = [guard for guard, expected in cfg["expected_isolation"].items() if expected and not isolation[guard]]
+    if missing:  # fail closed: this snippet did not get what the worker's probe did (a transient refusal)
+        report(b"unconfined", field(",".join(missing)))
+        exit_now(0)
     if not isolation["network_namespace"] and not isolation["seccomp"]:
         _install_socket_guard()
     recorder = _MissRecorder()
@@ -354,9 +362,8 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
         except BaseException:
             report(b"exit")
     except BaseException as exc:
-        try:
-            import traceback
-            traceback.print_exc()
+        try:  # noqa: SIM105 (contextlib.suppress is a module attribute the snippet can rebind)
+            print_exception(exc)
         except BaseException:
             pass
         _flush_std()
@@ -368,10 +375,11 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
             while type_(tb) is TracebackType and type_(tb.tb_next) is TracebackType:
                 tb = tb.tb_next
             origin = tb.tb_frame.f_code.co_filename if type_(tb) is TracebackType else None
+            line = tb.tb_lineno if type_(tb) is TracebackType else None
             errno = exc.errno if isinstance_(exc, OSError) else None
             report(b"exception", field(cls.__name__), field(",".join(c.__name__ for c in cls.__mro__)),
                    field(str_(exc)), field(errno), field(module), field("1" if top in recorder.missed else ""),
-                   field(origin, 500), field(None))
+                   field(origin, 500), field(None), field(line))
         except BaseException:
             report(b"exception")
     else:
@@ -410,7 +418,7 @@ def _flush_std() -> None:
 
 
 def _run_shield(code: str, token: str, cfg: dict[str, Any], sandbox_dir: str, cgroups: confine.SnippetCgroups,
-                fds: tuple[int, int, int], seccomp_filters: dict[bool, Any]) -> None:
+                fds: tuple[int, int, int], seccomp_filters: dict[bool, Any], worker: int) -> None:
     """Process C: new session, cgroups, namespaces, then S; exits the way S ended. Never returns.
 
     With a PID namespace C's child is the namespace's init I, which locks the mounts and forks S: S must not be
@@ -419,6 +427,9 @@ def _run_shield(code: str, token: str, cfg: dict[str, Any], sandbox_dir: str, cg
     """
     out_w, err_w, res_w = fds
     try:
+        confine.die_with_parent()
+        if os.getppid() != worker:  # the worker died before the line above
+            os._exit(125)
         os.setsid()
         cgroups.join(os.getpid())
         null = os.open(os.devnull, os.O_RDONLY)
@@ -426,10 +437,17 @@ def _run_shield(code: str, token: str, cfg: dict[str, Any], sandbox_dir: str, cg
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(res_w, 3)
-        os.closerange(4, 65536)  # the worker's protocol pipes and everything else it holds
+        os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # the worker's pipes and all else
         isolation = confine.enter_namespaces(sandbox_dir, cfg["namespaces"])
+        # Not before: a non-dumpable process cannot write its own uid_map. C and I (which inherits this) hold
+        # rights over the first namespace, which the snippet must not borrow by ptrace or /proc/<pid>/mem.
+        confine.set_dumpable(False)
+        shield = os.getpid()
         pid = os.fork()
         if pid == 0:
+            confine.die_with_parent()
+            if os.getppid() != shield and not isolation["pid_namespace"]:
+                os._exit(125)
             confine.lock_mounts(isolation)
             seccomp_filter = seccomp_filters.get(isolation["network_namespace"])
             if isolation["pid_namespace"]:
@@ -486,9 +504,10 @@ def _execute(code: str, cfg: dict[str, Any], cgroups: confine.SnippetCgroups, wo
         stream.flush()
     cgroups.before_snippet()
     start = time.monotonic()
+    worker = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _run_shield(code, token, cfg, sandbox_dir, cgroups, (out_w, err_w, res_w), seccomp_filters)
+        _run_shield(code, token, cfg, sandbox_dir, cgroups, (out_w, err_w, res_w), seccomp_filters, worker)
     for fd in (out_w, err_w, res_w):
         os.close(fd)
     limit = cfg["output_kb"] * 1024
@@ -535,8 +554,6 @@ def _execute(code: str, cfg: dict[str, Any], cgroups: confine.SnippetCgroups, wo
     for fd in (out_r, err_r, res_r, pidfd):
         os.close(fd)
     memory_killed = cgroups.memory_killed()
-    remove_tree(sandbox_dir)
-    remove_tree(sandbox_dir + "-shm")
     fields: dict[str, Any] = {"stdout_tail": buffers[out_r].text(), "stderr_tail": buffers[err_r].text(),
                               "seconds": round(seconds, 4)}
     report = _parse_report(bytes(report_data), token)
@@ -566,18 +583,39 @@ def _execute(code: str, cfg: dict[str, Any], cgroups: confine.SnippetCgroups, wo
                 "message": f"exited with code {code} before the last statement"}
     if report["outcome"] == "ok":
         return {**fields, "status": "ok"}
+    if report["outcome"] == "unconfined":
+        return {**fields, "status": "early_exit", "error_type": "SandboxError",
+                "message": f"not run: the sandbox could not confine this snippet ({report['type']} refused)"}
     if report["outcome"] == "exit":
         return {**fields, "status": "early_exit", "error_type": "SystemExit",
                 "message": f"SystemExit({report['code']}) before the last statement"}
     error_type = report["type"] or "unknown"
+    top = (report["module_name"] or "").partition(".")[0]
+    # A real miss, raised where the import is: by library code, or by an import statement of the snippet that
+    # names the module (not a `raise` after an import that failed earlier and was caught).
+    genuine = report["missed"] and (report["origin"] != "<snippet>" or _imports_at(code, report["line"], top))
     status_name = classify(error_type, report["message"] or "", mro=report["mro"], errno=report["errno"],
                            module_name=report["module_name"], unsupported=cfg["unsupported"],
-                           missed=[(report["module_name"] or "").partition(".")[0]] if report["missed"] else [])
+                           missed=[top] if genuine else [])
     return {**fields, "status": status_name, "error_type": error_type, "message": report["message"] or "",
             "origin": report["origin"]}
 
 
-_REPORT_LIMIT = 64 * 1024
+def _imports_at(code: str, line: str | None, module: str) -> bool:
+    """Whether the statement of `code` at `line` is an import of `module` (or of one of its submodules)."""
+    if not line or not line.isdigit() or not module:
+        return False
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    number = int(line)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom) and node.lineno <= number <= (node.end_lineno or number):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(name.partition(".")[0] == module for name in names):
+                return True
+    return False
 
 
 def _probe_isolation(cfg: dict[str, Any], cgroups: confine.SnippetCgroups, workdir: str,
@@ -622,6 +660,9 @@ def _worker_main() -> None:
     proto_out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the preloaded libraries print goes to stderr, not into the protocol
     cfg = json.loads(sys.stdin.readline())
+    sys.path.extend(cfg["site_dirs"])  # libraries only the workers see, after the interpreter's own
+    for target in cfg["prepare"]:  # "module:function", before the preloads (they may import what it mends)
+        _call(target)
     loaded = []
     for name in cfg["preload"]:
         try:
@@ -629,20 +670,20 @@ def _worker_main() -> None:
             loaded.append(name)
         except Exception:  # a missing or broken optional library is skipped, not fatal
             pass
-    for target in cfg.get("setup", ()):  # "module:function", run once here so every forked child inherits it
-        module_name, _, function_name = target.partition(":")
-        getattr(importlib.import_module(module_name), function_name)()
+    for target in cfg["setup"]:  # after the preloads; run once here so every forked child inherits it
+        _call(target)
     cfg["unsupported"] = frozenset(name for name in cfg["unsupported"] if not _importable(name))
-    _prctl(_PR_SET_DUMPABLE, 0)  # a snippet that sees this worker (no PID namespace) cannot read its memory
     workdir = cfg["workdir"]
     # The memory limit is memory_mb plus what the worker has resident: RLIMIT_AS (address space beyond the
     # worker's) still gives ordinary allocations a MemoryError, and the cgroup bounds what it does not see
     # (memfds, shared memory), the pages a snippet copies from the worker counted in.
-    resident_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    with open("/proc/self/statm") as statm:  # resident now (ru_maxrss would include what the parent had
+        resident_mb = int(statm.read().split()[1]) * resource.getpagesize() // _MIB  # before the exec)
     cgroups = confine.make_cgroups(f"apirl-sandbox-{os.getpid()}", cfg["max_processes"] + 2,  # + C and I
                                    cfg["memory_mb"] + resident_mb)
     seccomp_filters = {netns: confine.seccomp_filter(netns) for netns in (True, False)}
     isolation = _probe_isolation(cfg, cgroups, workdir, seccomp_filters)
+    cfg["expected_isolation"] = {guard: isolation[guard] for guard in confine.GUARDS}
     proto_out.write(json.dumps({"ready": True, "preloaded": loaded, "isolation": isolation,
                                 "cgroups": [str(p) for p in cgroups.paths]}) + "\n")
     # EOF on stdin (the harness closed the pipe, or died) ends the worker. Not PR_SET_PDEATHSIG: it fires when
@@ -656,8 +697,15 @@ def _worker_main() -> None:
                 reply = {"status": "early_exit", "error_type": type(exc).__name__,
                          "message": f"sandbox worker failed running the snippet: {type(exc).__name__}: {exc}"}
             proto_out.write(json.dumps(reply) + "\n")
+            for leftover in os.listdir(workdir):  # after the verdict: a slow removal cannot cost it
+                remove_tree(os.path.join(workdir, leftover))
     finally:
         cgroups.remove()
+
+
+def _call(target: str) -> None:
+    module_name, _, function_name = target.partition(":")
+    getattr(importlib.import_module(module_name), function_name)()
 
 
 def _importable(name: str) -> bool:
@@ -666,13 +714,6 @@ def _importable(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
-
-
-_PR_SET_DUMPABLE = 4
-
-
-def _prctl(option: int, value: int) -> None:
-    ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -766,6 +807,9 @@ class _WorkerHandle:
 class Sandbox:
     """Parallel, isolated snippet runner. Use as a context manager; see the module docstring for the limits.
 
+    Each worker adds `site_dirs` to its sys.path, calls the `prepare` hooks ("module:function"), imports
+    `preload`, then calls the `setup` hooks; every snippet it forks starts from that state.
+
     with Sandbox(workers=2, timeout_s=10) as box:
         results = box.run_many(snippets)
     """
@@ -773,7 +817,8 @@ class Sandbox:
     def __init__(self, workers: int = 2, timeout_s: float = 10.0, *, memory_mb: int = 2048,
                  cpu_s: float | None = None, max_processes: int = 64, max_open_files: int = 256,
                  max_file_mb: int = 64, output_kb: int = 64, preload: Iterable[str] = (),
-                 setup: Iterable[str] = (), env: Mapping[str, str] | None = None,
+                 setup: Iterable[str] = (), prepare: Iterable[str] = (), site_dirs: Iterable[str | Path] = (),
+                 env: Mapping[str, str] | None = None,
                  unsupported: Collection[str] = DEFAULT_UNSUPPORTED,
                  namespaces: bool = True, start_timeout_s: float = 300.0) -> None:
         if workers < 1:
@@ -783,7 +828,7 @@ class Sandbox:
             "cpu_s": int(cpu_s if cpu_s is not None else max(1, timeout_s)) + 1,
             "max_processes": int(max_processes), "max_open_files": int(max_open_files),
             "max_file_mb": int(max_file_mb), "output_kb": int(output_kb), "preload": list(preload),
-            "setup": list(setup),
+            "setup": list(setup), "prepare": list(prepare), "site_dirs": [str(d) for d in site_dirs],
             "unsupported": frozenset(unsupported), "namespaces": bool(namespaces),
             "start_timeout_s": float(start_timeout_s)}
         self.worker_env = {**allowed_env(os.environ), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

@@ -9,35 +9,40 @@ which fails when the operator was never defined ("operator torchvision::nms does
 `import torchvision` fail.
 
 `install()` defines those two operators' schemas (no kernel) when the extension cannot load, then imports
-torchvision, so the import succeeds. A snippet that calls one of the C++ operators still fails, from torchvision
-itself, with "Couldn't load custom C++ ops": the harness's gap (`unsupported_library`), not the snippet's error.
+torchvision (and timm, which builds on it), so the import succeeds. A snippet that calls one of the C++ operators
+still fails, from torchvision itself, with "Couldn't load custom C++ ops": the harness's gap
+(`unsupported_library`), not the snippet's error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+from pathlib import Path
 
 # The schemas that torchvision 0.28's `_meta_registrations` needs to exist (as its C++ code declares them).
 _SCHEMAS = {"nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
             "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"}
 # Kept alive: a torch.library.Library's definitions last as long as the object.
 _LIBRARY: list[object] = []
+_BUILT_ON_IT = ("timm",)
 # What torchvision says when one of its C++ operators is called without them: a gap of this machine.
 MISSING_OPS_MESSAGE = "Couldn't load custom C++ ops"
 
 
 def install() -> bool:
     """Make `import torchvision` work here; True when torchvision (with or without its C++ operators) imports."""
-    if importlib.util.find_spec("torchvision") is None:
+    package = importlib.util.find_spec("torchvision")  # the package's location, without importing it
+    if package is None or not package.submodule_search_locations:
         return False
     import torch
 
-    spec = importlib.util.find_spec("torchvision._C")
+    extensions = sorted(Path(package.submodule_search_locations[0]).glob("_C*.so"))
     try:
-        if spec is None or spec.origin is None:
-            raise OSError("no torchvision._C")
-        torch.ops.load_library(spec.origin)
+        if not extensions:
+            raise OSError("torchvision has no _C extension")
+        torch.ops.load_library(str(extensions[0]))
     except (OSError, RuntimeError):
         library = torch.library.Library("torchvision", "FRAGMENT")
         for name, schema in _SCHEMAS.items():
@@ -48,6 +53,10 @@ def install() -> bool:
         importlib.import_module("torchvision")
     except Exception:
         return False
+    for name in _BUILT_ON_IT:  # imported here too, once per worker (they import torchvision themselves)
+        if importlib.util.find_spec(name) is not None:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
     return True
 
 

@@ -848,7 +848,10 @@ def check_complete(code: str) -> Decision:
 
 # What a run's outcome says about the code's logic. Other statuses stopped the run before the logic ran (syntax,
 # imports, model ids: other questions) or are the harness's limits (gaps, timeouts, network): unknown.
-_LOGIC_BY_STATUS = {"ok": True, "runtime_error": False, "bad_arguments": False, "unknown_attribute": False}
+# early_exit is "no": a snippet that leaves before its last line (sys.exit in an except clause) has not shown that
+# its logic runs, and must not turn a failure into an abstention.
+_LOGIC_BY_STATUS = {"ok": True, "runtime_error": False, "bad_arguments": False, "unknown_attribute": False,
+                    "early_exit": False}
 # Where a static check abstains, the run's outcome can still decide.
 _FILL_BY_STATUS = {"imports": {"import_error": False, "ok": True}, "arguments": {"bad_arguments": False, "ok": True}}
 
