@@ -89,3 +89,14 @@ def write_gorilla_dir(root: Path, records: list[dict] | None = None, rows: list[
 @pytest.fixture
 def tiny_data_dir(tmp_path: Path) -> Path:
     return write_gorilla_dir(tmp_path / "gorilla")
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Path:
+    """A directory outside every sandbox, world-writable so that only the sandbox can protect it."""
+    root = tmp_path / "canary"
+    root.mkdir()
+    (root / "keep.txt").write_text("original\n")
+    root.chmod(0o777)
+    (root / "keep.txt").chmod(0o666)
+    return root

@@ -1,4 +1,4 @@
-"""Shared by the training tests: the smoke preset on the real data, and a callback that kills a run."""
+"""Shared by the tests: the smoke preset on the real data, a callback that kills a run, host processes by name."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ class KillAtStep:
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == self.step:
             raise KeyboardInterrupt(f"killed at step {self.step}")
+
+
+def host_processes_named(comm: str) -> list[int]:
+    """The host's processes whose name (/proc/<pid>/comm) is `comm`: what a sandbox must not leave running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == comm:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found

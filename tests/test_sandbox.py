@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from apirl.evaluate.sandbox import DEFAULT_UNSUPPORTED, STATUSES, ExecResult, Sandbox, allowed_env, classify
+from smoke_helpers import host_processes_named
 
 OUTPUT_KB = 64
 
@@ -30,17 +31,6 @@ def box():
                           output_kb=OUTPUT_KB)
     with sandbox:
         yield sandbox
-
-
-@pytest.fixture
-def canary(tmp_path: Path) -> Path:
-    """A directory outside every sandbox, world-writable so that only the sandbox can protect it."""
-    root = tmp_path / "canary"
-    root.mkdir()
-    (root / "keep.txt").write_text("original\n")
-    root.chmod(0o777)
-    (root / "keep.txt").chmod(0o666)
-    return root
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -194,18 +184,6 @@ def test_infinite_loop_times_out(box, canary):
     assert time.monotonic() - start < 4
     still_serving(box)
     assert snapshot(canary) == before
-
-
-def host_processes_named(comm: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == comm:
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_background_process_does_not_outlive_the_snippet(box):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from apirl.evaluate.sandbox import Sandbox
+from smoke_helpers import host_processes_named
 
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 MOUNT_ATTR = ("class Attr(ctypes.Structure):\n"
@@ -31,15 +32,6 @@ MOUNT_ATTR = ("class Attr(ctypes.Structure):\n"
 def box():
     with Sandbox(workers=1, timeout_s=5, memory_mb=256, max_processes=16, max_file_mb=1) as sandbox:
         yield sandbox
-
-
-@pytest.fixture
-def canary(tmp_path: Path) -> Path:
-    root = tmp_path / "canary"
-    root.mkdir()
-    (root / "keep.txt").write_text("original\n")
-    root.chmod(0o777)
-    return root
 
 
 def needs(box: Sandbox, *guards: str) -> None:
@@ -224,18 +216,6 @@ def test_a_killed_worker_leaves_no_snippet_running():
                 break
             time.sleep(0.05)
         assert host_processes_named(name) == []
-
-
-def host_processes_named(comm: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == comm:
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 # ------------------------------------------------------------------------------------------------------------
