@@ -3,14 +3,16 @@
 The sandbox (`sandbox.py`) forks one process tree per snippet from a worker that has torch preloaded; this
 module holds the kernel mechanisms that tree goes through, in the order it goes through them:
 
-1. `enter_namespaces` (the shield C): new user, network, mount and PID namespaces (the best set the kernel
-   allows); the harness's uid and gid mapped to themselves; every mount made read-only except the snippet's
-   own directory and a private /dev/shm.
+1. `enter_namespaces` (the shield C): new user, network, mount and PID namespaces, with IPC, UTS and cgroup
+   ones (the best set the kernel allows); the harness's uid and gid mapped to themselves; every mount made
+   read-only and device-less except the snippet's own directory, a private /dev/shm and the harmless character
+   devices; /run (daemons' sockets and FIFOs) covered by an empty read-only tmpfs.
 2. `lock_mounts` (C's child: the new PID namespace's init, or the snippet itself without one): a fresh /proc
    for the new PID namespace, then a *second* user + mount namespace. Mounts copied into a less privileged
    mount namespace are locked by the kernel: they cannot be unmounted (to uncover the host's /proc) and their
-   read-only flag cannot be cleared (mount_setattr). The init also makes itself non-dumpable, so the snippet,
-   which keeps its uid, cannot ptrace it or write its /proc/1/mem to act with the first namespace's rights.
+   read-only flag cannot be cleared (mount_setattr). C made itself non-dumpable once its ids were mapped, and
+   the init inherits it, so the snippet, which keeps its uid, cannot ptrace either or open its /proc/<pid>/mem
+   to act with the first namespace's rights; both die with their parent (`die_with_parent`).
 3. `drop_privileges` (the snippet process S, last, just before the code runs): no_new_privs, an empty
    capability bounding set, no capabilities at all, then a seccomp filter (libseccomp through `pyseccomp`,
    ctypes, no compiler) that refuses: every mount and namespace syscall (a third line behind the lock),

@@ -49,8 +49,11 @@ a hostile-snippet test (tests/test_sandbox_escape.py, tests/test_sandbox.py). Co
   is fixed bytes chosen by the branch that ran, and the worker reads the first report with the token: anything
   else written on the pipe is ignored.
 - Gap classes: `unsupported_library` (the harness's gap, left out of `executability_supported`) needs a module
-  the harness knows it does not have and a real miss of it by the import system while the snippet ran
-  (recorded by a finder at the end of sys.meta_path), not a raised ModuleNotFoundError.
+  the harness knows it does not have, a real miss of it by the import system while the snippet ran (recorded
+  by a finder at the end of sys.meta_path), and an import statement naming it (or library code) where the
+  error was raised: not a raised ModuleNotFoundError, nor one raised after a failed import was caught.
+- Fail closed: a snippet that gets less confinement than the worker's probe measured (a refusal of the kernel
+  that happens once in a while) is not run (`early_exit`, SandboxError).
 - The environment: an allow-list (`ENV_ALLOWED`: PATH, locale, HOME...), plus what the harness sets (the
   offline flags, HF_HOME); no DATABASE_URL, token or password under any name.
 
@@ -846,8 +849,8 @@ class Sandbox:
 
     @property
     def isolation(self) -> dict[str, bool]:
-        """Which guards the kernel allowed (network_namespace, pid_namespace, readonly_fs, socket_guard,
-        process_limit): log it with the results, a weaker setup changes what `ok` is worth."""
+        """Which guards the kernel allowed (`confine.GUARDS`, then socket_guard, process_limit, memory_cgroup):
+        log it with the results, a weaker setup changes what `ok` is worth."""
         return dict(self._workers[0].info["isolation"])
 
     @property
