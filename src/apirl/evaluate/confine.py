@@ -179,9 +179,9 @@ def lock_mounts(got: dict[str, bool]) -> None:
         got["fresh_proc"] = _mount("proc", "/proc", "proc", flags)
         if not got["fresh_proc"]:  # refused (a container's masked /proc): no /proc at all rather than the host's
             _mount("tmpfs", "/proc", "tmpfs", flags)
-    if got["readonly_fs"] and got.pop("mapped", False):
+    mapped = got.pop("mapped", False)  # a nested user namespace needs a creator with a mapped uid
+    if got["readonly_fs"] and mapped:
         got["locked_mounts"] = _unshare(CLONE_NEWUSER | CLONE_NEWNS)
-    got.pop("mapped", None)
 
 
 def die_with_parent() -> None:
@@ -326,8 +326,9 @@ def make_cgroups(name: str, max_processes: int, memory_mb: int) -> SnippetCgroup
             path.mkdir(exist_ok=True)
             (path / required[0]).write_text(required[1])
         except OSError:
-            with contextlib.suppress(OSError):
-                path.rmdir()
+            if path not in groups.paths:  # cgroup v2: one directory for both controllers, keep the first's
+                with contextlib.suppress(OSError):
+                    path.rmdir()
             continue
         for file, value in optional:  # swap accounting exists only where the kernel was booted with it
             with contextlib.suppress(OSError):
