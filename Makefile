@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 APIRL_DATA_DIR ?= $(abspath ../shared/data/gorilla)
 export APIRL_DATA_DIR
 
-# What generated code imports that only the sandbox's workers may see (apirl.evaluate.execution.EXEC_SITE): PyPI's
+# What generated code imports that only the sandbox's workers may see (apirl.execution.executor.EXEC_SITE): PyPI's
 # torchvision links its C++ operators against CUDA torch, so beside the CPU wheel it imports only after
-# apirl.evaluate.torchvision_shim, which the workers run first; anywhere else it would break transformers' imports.
+# apirl.execution.torchvision_shim, which the workers run first; anywhere else it would break transformers' imports.
 EXEC_SITE := torchvision==0.28.0 timm==1.0.31
 
 .PHONY: setup test lint demo clean

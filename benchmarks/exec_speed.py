@@ -15,9 +15,9 @@ import time
 
 from apirl.config import load_config
 from apirl.data.dataset import load_gorilla
-from apirl.evaluate.exec_run import gold_codes, hub_dir, hub_evidence
-from apirl.evaluate.execution import Executor, summarize
-from apirl.evaluate.offline_hub import OfflineHub, model_ids_in_code
+from apirl.execution.executor import Executor, summarize
+from apirl.execution.offline_hub import OfflineHub, model_ids_in_code
+from apirl.execution.stage import gold_codes, hub_dir, hub_evidence
 
 
 def main() -> None:

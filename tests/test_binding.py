@@ -20,8 +20,8 @@ import pytest
 import requests
 import requests.adapters
 
-from apirl.evaluate import binding
-from apirl.evaluate.binding import (
+from apirl.execution import binding
+from apirl.execution.binding import (
     PermissiveEstimator,
     bind,
     binding_spec,
@@ -189,7 +189,7 @@ def test_bind_adds_exactly_one_line_and_keeps_the_code() -> None:
     lines = bound.splitlines()
     assert len(lines) == len(code.splitlines()) + 1
     assert "\n".join(lines[1:]) + "\n" == code
-    assert lines[0].startswith("__import__('apirl.evaluate.binding'")
+    assert lines[0].startswith("__import__('apirl.execution.binding'")
     spec = ast.literal_eval(ast.parse(lines[0]).body[0].value.args[1])  # type: ignore[attr-defined]
     assert spec == {"variables": {"text": "text"}, "files": ["your_image.jpg"], "web": True}
 
@@ -402,7 +402,7 @@ def test_web_payload_follows_the_extension(url: str, content_type: str) -> None:
 
 
 def test_bound_snippet_in_the_sandbox() -> None:
-    from apirl.evaluate.sandbox import Sandbox
+    from apirl.execution.sandbox import Sandbox
 
     code = ("import requests\nfrom PIL import Image\nimage = Image.open(requests.get(url, stream=True).raw)\n"
             "print(image.size, open('data.csv').readline().strip())\nx = text + 1\n")

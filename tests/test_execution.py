@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from apirl.data.apidb import load_api_database
-from apirl.evaluate.execution import EXEC_SITE, Executor, ExecVerdict, loaded_names, runnable_code, summarize
-from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
-from apirl.evaluate.offline_hub import (
+from apirl.execution.executor import EXEC_SITE, Executor, ExecVerdict, loaded_names, runnable_code, summarize
+from apirl.execution.mutants import MUTANT_KINDS, make_mutants
+from apirl.execution.offline_hub import (
     OfflineHub,
     fit_vocabulary,
     known_model_ids,
@@ -114,7 +114,7 @@ def test_shrink_and_fit_vocabulary() -> None:
 def executor(api_db, tmp_path_factory: pytest.TempPathFactory):
     hub = tmp_path_factory.mktemp("hub")
     with Executor(hub, api_db, workers=1, timeout_s=60,
-                  preload=("torch", "transformers", "transformers.pipelines", "apirl.evaluate.binding")) as ex:
+                  preload=("torch", "transformers", "transformers.pipelines", "apirl.execution.binding")) as ex:
         yield ex
 
 
@@ -207,7 +207,7 @@ REAL_KEYS = (36, 69, 120, 299, 359, 402, 437, 579)  # distilbert, sentence-trans
 def test_real_gold_snippets_run_and_their_mutants_do_not(real_data_dir: Path, tmp_path: Path) -> None:
     from apirl.data.config import DataConfig
     from apirl.data.dataset import load_gorilla
-    from apirl.evaluate.exec_run import hub_evidence
+    from apirl.execution.stage import hub_evidence
 
     data = load_gorilla(DataConfig(data_dir=str(real_data_dir)))
     codes = {str(q): runnable_code(data.records[q].output.code or "") for q in REAL_KEYS}

@@ -473,11 +473,11 @@ def test_calibration_with_execution_answers_logic_and_reuses_its_verdicts(
     assert len(executions) == report["positives"] + report["negatives"]
     assert report["per_question"]["logic"]["abstain_rate"] < 1.0
     statuses = {row["verdict"]["status"] for row in executions}
-    from apirl.evaluate.execution import EXEC_STATUSES
+    from apirl.execution.executor import EXEC_STATUSES
 
     assert len(statuses) > 1 and statuses <= set(EXEC_STATUSES)  # gold and mutants do not all end alike
 
-    import apirl.evaluate.exec_run as exec_run
+    import apirl.execution.stage as exec_run
 
     def no_executor(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the rerun must reuse the verdicts")

@@ -11,9 +11,9 @@ import ast
 import pytest
 
 from apirl.data.apidb import ApiDatabase, ApiRow, load_api_database
-from apirl.evaluate.execution import ExecVerdict
-from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
-from apirl.evaluate.offline_hub import known_model_ids
+from apirl.execution.executor import ExecVerdict
+from apirl.execution.mutants import MUTANT_KINDS, make_mutants
+from apirl.execution.offline_hub import known_model_ids
 from apirl.feedback.questions import QUESTIONS, Question, question
 from apirl.feedback.tools import (
     ToolsJudge,

@@ -14,7 +14,7 @@ from apirl.cli import app
 from apirl.config import load_config
 from apirl.errors import InputError
 from apirl.evaluate.responses import load_responses
-from apirl.evaluate.sandbox import Sandbox
+from apirl.execution.sandbox import Sandbox
 from apirl.jsonl import iter_jsonl, json_line, write_jsonl
 from apirl.report import collect_run
 from apirl.rundir import run_stage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apirl.evaluate.kwarg_audit import ignored_pipeline_kwargs, install
+from apirl.execution.kwarg_audit import ignored_pipeline_kwargs, install
 
 
 class FakePipeline:

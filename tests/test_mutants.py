@@ -12,7 +12,7 @@ import importlib.util
 
 import pytest
 
-from apirl.evaluate.mutants import MUTANT_KINDS, Mutant, make_mutants
+from apirl.execution.mutants import MUTANT_KINDS, Mutant, make_mutants
 
 PIPELINE = """\
 from transformers import pipeline

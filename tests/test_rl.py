@@ -174,7 +174,7 @@ def test_dpo_bad_pairs_line_names_the_file_line_and_field(real_data_dir: Path, t
 
 
 def test_exec_reward_is_one_for_code_that_runs() -> None:
-    from apirl.evaluate.execution import ExecVerdict
+    from apirl.execution.executor import ExecVerdict
     from apirl.train.rewards import exec_fn
 
     class FakeExecutor:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from apirl.evaluate.sandbox import Sandbox
+from apirl.execution.sandbox import Sandbox
 from smoke_helpers import host_processes_named
 
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"

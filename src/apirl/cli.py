@@ -266,7 +266,7 @@ def exec_check_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Executability of a responses file: how many code sections run to their last line."""
-    from apirl.evaluate.exec_run import check_responses
+    from apirl.execution.stage import check_responses
 
     cfg = _exec_config(config, set_, split, mode, workers)
     summary, verdicts = check_responses(file, cfg)[cfg.execution.mode]
@@ -285,7 +285,7 @@ def exec_gold_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Executability of the gold <<<code>>> sections of the data: the harness's own ceiling."""
-    from apirl.evaluate.exec_run import check_gold
+    from apirl.execution.stage import check_gold
 
     cfg = _exec_config(config, set_, split, mode, workers)
     summary, verdicts = check_gold(cfg)
@@ -305,7 +305,7 @@ def exec_mutants_cmd(
 ) -> None:
     """Mutants of every gold snippet that runs (unknown model id, unknown name, unknown keyword, missing
     import, syntax error): the rate at which each kind is rejected."""
-    from apirl.evaluate.exec_run import check_mutants
+    from apirl.execution.stage import check_mutants
 
     cfg = _exec_config(config, set_, split, mode, workers)
     summary, verdicts = check_mutants(cfg)

@@ -30,7 +30,7 @@ def evaluate_file(path: str | Path, config: RunConfig, data: GorillaData | None 
     summary = {"file": str(path), "split": config.eval.split, **summary}
     details = [asdict(row) for row in rows]
     if execute:
-        from apirl.evaluate.exec_run import check_responses
+        from apirl.execution.stage import check_responses
 
         runs = check_responses(path, config, data, modes=("bound", "strict"))
         summary["executability"] = runs["bound"][0]["executability"]

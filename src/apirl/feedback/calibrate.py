@@ -1,7 +1,7 @@
 """`apirl feedback calibrate`: how well a judge tells good code from bad, on code whose truth we know.
 
 Positives are the gold answers of the calibration split (val by default): the example's target, which should
-be judged good. Negatives are its mutants (`apirl.evaluate.mutants`: an unknown model id, an unknown name, a
+be judged good. Negatives are its mutants (`apirl.execution.mutants`: an unknown model id, an unknown name, a
 bogus keyword, a missing import, a syntax error), each the same target with only its code section replaced by
 the mutated code, which should be judged bad. Both are built by the same replacement (the gold code after
 `runnable_code`), so a positive and its negatives differ in the fault only.
@@ -32,9 +32,9 @@ from rich.table import Table
 from apirl.config import RunConfig
 from apirl.data.dataset import Example, build_examples, load_gorilla
 from apirl.data.prompts import parse_completion
-from apirl.evaluate.execution import runnable_code
-from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
-from apirl.evaluate.offline_hub import known_model_ids
+from apirl.execution.executor import runnable_code
+from apirl.execution.mutants import MUTANT_KINDS, make_mutants
+from apirl.execution.offline_hub import known_model_ids
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.judges import judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.run import CACHE, STAGE, answer_stats, execute_samples, judge_samples, per_1000

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from apirl.data.apidb import ApiDatabase
-from apirl.evaluate.execution import ExecVerdict
+from apirl.execution.executor import ExecVerdict
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.local_judge import LocalJudge

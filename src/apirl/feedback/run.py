@@ -41,7 +41,7 @@ from apirl.config import RunConfig
 from apirl.data.dataset import GorillaData, load_gorilla
 from apirl.data.stage import prepare_data
 from apirl.errors import InputError
-from apirl.evaluate.execution import ExecVerdict, runnable_code
+from apirl.execution.executor import ExecVerdict, runnable_code
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
@@ -195,7 +195,7 @@ def execute_samples(config: RunConfig, data: GorillaData, samples: Sequence[Samp
                     ) -> dict[str, ExecVerdict]:
     """Each sample's executability verdict (in `execution.mode`), by sample id. Verdicts are kept in `path`
     (JSONL, with the code's hash and the mode): a rerun runs only the snippets it has no verdict for."""
-    from apirl.evaluate.exec_run import open_executor, run_checks
+    from apirl.execution.stage import open_executor, run_checks
 
     mode = config.execution.mode
     codes = {sample.sample_id: runnable_code(sample.completion) for sample in samples}

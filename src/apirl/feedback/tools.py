@@ -49,11 +49,11 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from apirl.data.apidb import ApiDatabase, ApiRow
-from apirl.evaluate.binding import free_variables
-from apirl.evaluate.execution import ExecVerdict, runnable_code
-from apirl.evaluate.installed import NEVER_IMPORT, import_installed, is_installed
-from apirl.evaluate.kwarg_audit import ignored_pipeline_kwargs
-from apirl.evaluate.mutants import dotted_name
+from apirl.execution.binding import free_variables
+from apirl.execution.executor import ExecVerdict, runnable_code
+from apirl.execution.installed import NEVER_IMPORT, import_installed, is_installed
+from apirl.execution.kwarg_audit import ignored_pipeline_kwargs
+from apirl.execution.mutants import dotted_name
 from apirl.feedback.questions import QUESTIONS, Question
 from apirl.feedback.types import Answer, Sample
 

@@ -21,7 +21,7 @@ fall on one side, so no held-out prompt was seen). The trained model is then sco
 - the held-out feedback: accuracy (classifier: logit > 0 agrees with the label; pairwise: the held-out pairs'
   chosen scored above their rejected) and the AUC of the logit against the label (both kinds);
 - gold code against its mutants: on `feedback.calibrate_split` (val) examples, the gold answer and each of its
-  mutants (`apirl.evaluate.mutants`, built as in `apirl feedback calibrate`), the share of (gold, mutant) pairs
+  mutants (`apirl.execution.mutants`, built as in `apirl feedback calibrate`), the share of (gold, mutant) pairs
   where the gold answer scores higher (ties count half), overall and per mutant kind.
 
 Checkpoints, `--resume` and the outputs follow `apirl.train.sft`: checkpoints under `checkpoints/` beside a
@@ -205,7 +205,7 @@ def gold_vs_mutant_rate(scored: Sequence[tuple[str, str, float]]) -> dict[str, A
     """From (example_id, kind, score) rows, kind "gold" or a mutant kind: the share of (gold, mutant) pairs of
     the same example where the gold answer scores higher (ties count half), overall and per mutant kind.
     Mutants of an example without a gold row are not paired."""
-    from apirl.evaluate.mutants import MUTANT_KINDS
+    from apirl.execution.mutants import MUTANT_KINDS
 
     gold = {example_id: score for example_id, kind, score in scored if kind == GOLD}
     pairs: dict[str, tuple[list[float], list[float]]] = {kind: ([], []) for kind in MUTANT_KINDS}
@@ -226,7 +226,7 @@ def gold_and_mutants(config: RunConfig) -> tuple[list[tuple[str, str, str, str]]
     first `gold_vs_mutants_limit` examples of `feedback.calibrate_split`, built as `apirl feedback calibrate`
     builds them (the target with only its code replaced)."""
     from apirl.data.dataset import build_examples, load_gorilla
-    from apirl.evaluate.offline_hub import known_model_ids
+    from apirl.execution.offline_hub import known_model_ids
 
     data = load_gorilla(config.data)
     examples = build_examples(data, config.data)[config.feedback.calibrate_split]

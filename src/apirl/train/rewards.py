@@ -113,7 +113,7 @@ def tools_fn(api_db: Any) -> RewardFn:
 
 def exec_fn(executor: Any, mode: str) -> RewardFn:
     """1.0 for a completion whose code runs to the end in the executability harness, else 0.0."""
-    from apirl.evaluate.execution import runnable_code
+    from apirl.execution.executor import runnable_code
 
     def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         codes = {str(index): runnable_code(text) for index, text in enumerate(completions)}
@@ -139,7 +139,7 @@ def reward_terms(config: RunConfig, device: str) -> Iterator[list[RewardTerm]]:
             if rl.tools_weight:
                 terms.append(RewardTerm("tools", rl.tools_weight, tools_fn(data.api_db)))
             if rl.exec_weight:
-                from apirl.evaluate.exec_run import open_executor
+                from apirl.execution.stage import open_executor
 
                 executor = stack.enter_context(open_executor(config, data))
                 terms.append(RewardTerm("exec", rl.exec_weight, exec_fn(executor, config.execution.mode)))

@@ -109,7 +109,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from apirl.evaluate import confine
+from apirl.execution import confine
 
 STATUSES = ("ok", "syntax_error", "import_error", "unknown_model_id", "unknown_attribute", "bad_arguments",
             "runtime_error", "timeout", "resource_limit", "network", "unsupported_library", "early_exit")
@@ -136,7 +136,7 @@ _ENV_ALLOWED_PREFIXES = ("LC_",)
 
 # A worker is `python -c _WORKER_BOOT`: a fresh interpreter, so it inherits nothing from the harness process.
 _WORKER_BOOT = ("import sys; sys.path.insert(0, {src!r}); "
-                "from apirl.evaluate.sandbox import _worker_main; _worker_main()")
+                "from apirl.execution.sandbox import _worker_main; _worker_main()")
 
 
 class NetworkBlocked(ConnectionError):

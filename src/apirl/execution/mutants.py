@@ -45,7 +45,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
-from apirl.evaluate.installed import import_installed
+from apirl.execution.installed import import_installed
 
 __all__ = ["MUTANT_KINDS", "Mutant", "make_mutants"]
 

@@ -29,11 +29,11 @@ from typing import Any
 
 from apirl.data.apidb import ApiDatabase
 from apirl.data.prompts import code_section
-from apirl.evaluate.binding import bind
-from apirl.evaluate.installed import install_roots
-from apirl.evaluate.offline_hub import OfflineHub, model_ids_in_code
-from apirl.evaluate.sandbox import STATUSES, Sandbox
-from apirl.evaluate.torchvision_shim import MISSING_OPS_MESSAGE
+from apirl.execution.binding import bind
+from apirl.execution.installed import install_roots
+from apirl.execution.offline_hub import OfflineHub, model_ids_in_code
+from apirl.execution.sandbox import STATUSES, Sandbox
+from apirl.execution.torchvision_shim import MISSING_OPS_MESSAGE
 
 MODES = ("bound", "strict")
 GAP_STATUSES = ("unsupported_library", "hub_gap")
@@ -41,12 +41,12 @@ EXEC_STATUSES = (*STATUSES, "hub_gap")
 
 # Imported once per worker, so each forked snippet starts with them loaded (seconds saved per snippet).
 PRELOAD = ("torch", "numpy", "PIL.Image", "requests", "pandas", "sklearn", "soundfile", "transformers",
-           "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.evaluate.binding")
+           "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.execution.binding")
 # Run in each worker after the preloads: keywords that libraries silently drop become TypeErrors.
-SETUP = ("apirl.evaluate.kwarg_audit:install",)
+SETUP = ("apirl.execution.kwarg_audit:install",)
 # Run before them: torchvision (and timm) importable beside the CPU torch, without torchvision's C++ operators;
 # transformers imports torchvision when it can, so this comes first.
-PREPARE = ("apirl.evaluate.torchvision_shim:install",)
+PREPARE = ("apirl.execution.torchvision_shim:install",)
 # Libraries that only the sandbox's workers see: `make setup` installs torchvision and timm here (--no-deps),
 # because outside the workers, without the shim, their presence would break `import transformers.pipelines`.
 EXEC_SITE = Path(sys.prefix) / "exec-site"

@@ -586,7 +586,7 @@ def build_diffusers(plan: CheckpointPlan, directory: Path) -> None:
 
 def build_files(plan: CheckpointPlan, directory: Path) -> None:
     """Repos of pickled estimators (the tabular rows): every file the row's code downloads, plus a config."""
-    from apirl.evaluate.binding import PermissiveEstimator
+    from apirl.execution.binding import PermissiveEstimator
 
     for name in plan.files:
         path = directory / name

@@ -7,7 +7,7 @@ Gorilla-style answers are fragments of a larger program: they read variables the
 its inputs before it reaches the API call we want to judge. "Bound" mode (the headline executability rate)
 prepends ONE line to the snippet:
 
-    __import__('apirl.evaluate.binding', fromlist=['install']).install(globals(), {...spec...})
+    __import__('apirl.execution.binding', fromlist=['install']).install(globals(), {...spec...})
 
 so a traceback's line numbers are the snippet's own shifted by exactly one (the prelude goes after any
 `from __future__` imports, which must stay first). `bind` computes the spec statically (a small JSON-able dict:
@@ -635,7 +635,7 @@ def bind(code: str) -> str:
         spec = _spec(tree)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return code
-    prelude = f"__import__('apirl.evaluate.binding', fromlist=['install']).install(globals(), {spec!r})\n"
+    prelude = f"__import__('apirl.execution.binding', fromlist=['install']).install(globals(), {spec!r})\n"
     at = _prelude_line(tree)
     if at == 0:
         return prelude + code

@@ -21,11 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from apirl.config import RunConfig
 from apirl.data.dataset import GorillaData, load_gorilla
 from apirl.data.splits import read_split
-from apirl.evaluate.execution import Executor, ExecVerdict, runnable_code, summarize
-from apirl.evaluate.mutants import MUTANT_KINDS, make_mutants
-from apirl.evaluate.offline_hub import known_model_ids
 from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import select_responses
+from apirl.execution.executor import Executor, ExecVerdict, runnable_code, summarize
+from apirl.execution.mutants import MUTANT_KINDS, make_mutants
+from apirl.execution.offline_hub import known_model_ids
 
 
 def hub_dir(config: RunConfig) -> Path:
