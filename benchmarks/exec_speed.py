@@ -13,10 +13,11 @@ import argparse
 import statistics
 import time
 
+from apirl.code_facts import model_ids_in_code
 from apirl.config import load_config
 from apirl.data.dataset import load_gorilla
 from apirl.execution.executor import Executor, summarize
-from apirl.execution.offline_hub import OfflineHub, model_ids_in_code
+from apirl.execution.offline_hub import OfflineHub
 from apirl.execution.stage import gold_codes, hub_dir, hub_evidence
 
 

@@ -20,17 +20,10 @@ import pytest
 import requests
 import requests.adapters
 
-from apirl.execution import binding
-from apirl.execution.binding import (
-    PermissiveEstimator,
-    bind,
-    binding_spec,
-    file_literals,
-    free_variables,
-    install,
-    variable_kind,
-    web_payload,
-)
+from apirl.code_facts import free_variables
+from apirl.execution import binding, dummies
+from apirl.execution.binding import bind, binding_spec, file_literals, variable_kind
+from apirl.execution.dummies import PermissiveEstimator, install, web_payload
 
 
 @pytest.fixture
@@ -189,7 +182,7 @@ def test_bind_adds_exactly_one_line_and_keeps_the_code() -> None:
     lines = bound.splitlines()
     assert len(lines) == len(code.splitlines()) + 1
     assert "\n".join(lines[1:]) + "\n" == code
-    assert lines[0].startswith("__import__('apirl.execution.binding'")
+    assert lines[0].startswith("__import__('apirl.execution.dummies'")
     spec = ast.literal_eval(ast.parse(lines[0]).body[0].value.args[1])  # type: ignore[attr-defined]
     assert spec == {"variables": {"text": "text"}, "files": ["your_image.jpg"], "web": True}
 
@@ -301,7 +294,7 @@ def test_image_without_pil_is_a_handmade_png(offline: Path, monkeypatch: pytest.
     def no_pil() -> None:
         raise ImportError("no PIL")
 
-    monkeypatch.setattr(binding, "_pil_image", no_pil)
+    monkeypatch.setattr(dummies, "_pil_image", no_pil)
     ns: dict[str, Any] = {}
     install(ns, {"variables": {"image": "image"}, "files": ["x.jpg"], "web": False})
     assert ns["image"] == "image.png"

@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 
 from apirl.data.apidb import load_api_database
-from apirl.execution.executor import EXEC_SITE, Executor, ExecVerdict, loaded_names, runnable_code, summarize
+from apirl.execution.executor import EXEC_SITE, Executor, ExecVerdict, runnable_code, summarize
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
 from apirl.execution.offline_hub import (
     OfflineHub,
     fit_vocabulary,
-    known_model_ids,
-    model_ids_in_code,
     plan_checkpoint,
     shrink_config,
 )
@@ -48,19 +46,6 @@ def test_runnable_code_strips_fences_and_comments_out_shell_lines() -> None:
             "import os\n```\n")
     assert runnable_code(text) == "# !pip install transformers\n# %time x = 1\nimport os\n"
     assert runnable_code("print(1)") == "print(1)\n"
-
-
-def test_loaded_names_are_repositories_asked_of_the_hub() -> None:
-    code = ("tok = AutoTokenizer.from_pretrained('a/b')\np = pipeline('ner', model='c/d', tokenizer=tok)\n"
-            "f = hf_hub_download(repo_id='e/f', filename='m.joblib')\nImage.open('x.png')\n")
-    assert loaded_names(code) == ["a/b", "c/d", "e/f"]
-    assert loaded_names("this is not python (") == []
-
-
-def test_model_ids_in_code_only_known_ids_in_order(api_db) -> None:
-    known = known_model_ids(api_db)
-    code = f"a = 'bert-base-uncased'\nb = '{SENTIMENT}'\nc = 'not/known'\nd = 'bert-base-uncased'\n"
-    assert model_ids_in_code(code, known) == ["bert-base-uncased", SENTIMENT]
 
 
 def test_summarize_counts_gaps_apart() -> None:
@@ -114,7 +99,7 @@ def test_shrink_and_fit_vocabulary() -> None:
 def executor(api_db, tmp_path_factory: pytest.TempPathFactory):
     hub = tmp_path_factory.mktemp("hub")
     with Executor(hub, api_db, workers=1, timeout_s=60,
-                  preload=("torch", "transformers", "transformers.pipelines", "apirl.execution.binding")) as ex:
+                  preload=("torch", "transformers", "transformers.pipelines", "apirl.execution.dummies")) as ex:
         yield ex
 
 
@@ -187,7 +172,7 @@ def test_torchvision_and_timm_run_in_the_sandbox_without_their_cpp_operators(exe
 
 
 def test_every_mutant_kind_is_rejected(executor: Executor, api_db) -> None:
-    mutants = make_mutants(GOLD, known_model_ids=known_model_ids(api_db))
+    mutants = make_mutants(GOLD, known_model_ids=api_db.model_ids)
     assert sorted(m.kind for m in mutants) == sorted(MUTANT_KINDS)
     verdicts = executor.check({m.kind: m.code for m in mutants}, "bound")
     assert {v.key: v.ok for v in verdicts} == dict.fromkeys(MUTANT_KINDS, False), verdicts
@@ -211,7 +196,7 @@ def test_real_gold_snippets_run_and_their_mutants_do_not(real_data_dir: Path, tm
 
     data = load_gorilla(DataConfig(data_dir=str(real_data_dir)))
     codes = {str(q): runnable_code(data.records[q].output.code or "") for q in REAL_KEYS}
-    known = known_model_ids(data.api_db)
+    known = data.api_db.model_ids
     with Executor(tmp_path / "hub", data.api_db, workers=2, evidence=hub_evidence(data)) as ex:
         gold = ex.check(codes, "bound")
         assert [v.status for v in gold] == ["ok"] * len(REAL_KEYS), [(v.key, v.message[:200]) for v in gold]

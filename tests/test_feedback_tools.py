@@ -6,18 +6,14 @@ library) to look names and signatures up; the first test that does pays a few se
 
 from __future__ import annotations
 
-import ast
-
 import pytest
 
 from apirl.data.apidb import ApiDatabase, ApiRow, load_api_database
 from apirl.execution.executor import ExecVerdict
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
-from apirl.execution.offline_hub import known_model_ids
 from apirl.feedback.questions import QUESTIONS, Question, question
 from apirl.feedback.tools import (
     ToolsJudge,
-    api_calls,
     check_api_exists,
     check_arguments,
     check_complete,
@@ -258,18 +254,6 @@ def test_model_id_through_a_variable_and_tokenizer_only_loads(api_db) -> None:
     assert check_api_exists(unknown_tokenizer, api_db).value is False
 
 
-def test_api_calls_are_loaders_and_library_calls_given_a_hub_id() -> None:
-    code = ("from ultralyticsplus import YOLO\nfrom datasets import load_dataset\nimport os\n"
-            "from diffusers import DDPMPipeline\n"
-            "model = YOLO('keremberke/yolov8m-table-extraction')\n"
-            "data = load_dataset('org/some-dataset')\npath = os.path.join('org/dir', 'x')\n"
-            "pipeline = DDPMPipeline.from_pretrained('google/ddpm-cat-256')\nimage = pipeline()\n"
-            "print('a/b')\n")
-    calls = api_calls(ast.parse(code))
-    assert [(c.loader, c.model_id) for c in calls] == [("YOLO", "keremberke/yolov8m-table-extraction"),
-                                                       ("DDPMPipeline.from_pretrained", "google/ddpm-cat-256")]
-
-
 @pytest.fixture(scope="module")
 def more_rows_db() -> ApiDatabase:
     from conftest import API_ROWS
@@ -442,7 +426,7 @@ def test_verdict_fills_abstentions_but_never_overrides_a_decision(api_db) -> Non
 @pytest.mark.parametrize("code", [FILL_MASK, VIT_CODE])
 def test_every_mutant_scores_lower_than_its_original(judge, api_db, code: str) -> None:
     original = score(judge.answer_all(Sample("gold", "x", code)))
-    mutants = make_mutants(code, known_model_ids=known_model_ids(api_db))
+    mutants = make_mutants(code, known_model_ids=api_db.model_ids)
     assert {m.kind for m in mutants} == set(MUTANT_KINDS)
     for mutant in mutants:
         answers = judge.answer_all(Sample("mutant", "x", mutant.code))

@@ -118,7 +118,8 @@ class ApiRow:
 
 
 class ApiDatabase:
-    """The rows in file order (Gorilla's matcher depends on that order) and lookups by model id and call."""
+    """The rows in file order (Gorilla's matcher depends on that order), lookups by model id and call, every hub id
+    the database has (`model_ids`: the offline hub's universe) and its domains in first-seen order."""
 
     def __init__(self, rows: list[ApiRow], path: Path | None = None) -> None:
         self.rows = rows
@@ -129,6 +130,8 @@ class ApiDatabase:
             for name in {row.model_id.lower(), row.api_name.lower()}:
                 self._by_model_id.setdefault(name, []).append(row)
             self._by_call.setdefault(normalize_call(row.api_call), []).append(row)
+        self.model_ids = frozenset(row.model_id for row in rows if row.model_id)
+        self.domains = tuple(dict.fromkeys(row.domain for row in rows))
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -18,7 +18,6 @@ checkpoint could not be built, e.g. LayoutLMv2 needs detectron2).
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from collections import Counter, defaultdict
@@ -27,11 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from apirl.code_facts import literal_strings, loaded_ids, model_ids_in_code
 from apirl.data.apidb import ApiDatabase
 from apirl.data.prompts import code_section
 from apirl.execution.binding import bind
 from apirl.execution.installed import install_roots
-from apirl.execution.offline_hub import OfflineHub, model_ids_in_code
+from apirl.execution.offline_hub import OfflineHub
 from apirl.execution.sandbox import STATUSES, Sandbox
 from apirl.execution.torchvision_shim import MISSING_OPS_MESSAGE
 
@@ -41,7 +41,7 @@ EXEC_STATUSES = (*STATUSES, "hub_gap")
 
 # Imported once per worker, so each forked snippet starts with them loaded (seconds saved per snippet).
 PRELOAD = ("torch", "numpy", "PIL.Image", "requests", "pandas", "sklearn", "soundfile", "transformers",
-           "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.execution.binding")
+           "transformers.pipelines", "sentence_transformers", "diffusers", "apirl.execution.dummies")
 # Run in each worker after the preloads: keywords that libraries silently drop become TypeErrors.
 SETUP = ("apirl.execution.kwarg_audit:install",)
 # Run before them: torchvision (and timm) importable beside the CPU torch, without torchvision's C++ operators;
@@ -51,9 +51,6 @@ PREPARE = ("apirl.execution.torchvision_shim:install",)
 # because outside the workers, without the shim, their presence would break `import transformers.pipelines`.
 EXEC_SITE = Path(sys.prefix) / "exec-site"
 
-_LOADERS = ("from_pretrained", "pipeline", "SentenceTransformer", "CrossEncoder", "hf_hub_download",
-            "snapshot_download", "load_dataset", "from_hparams", "load_from_hub")
-_LOADER_KEYWORDS = ("model", "repo_id", "pretrained_model_name_or_path", "model_name_or_path", "path", "source")
 # Failures that are this machine's gaps, not the snippet's: a system tool we lack, a hub dataset we do not serve.
 # A gap message counts only when the library it belongs to raised it (any code can print the words):
 # (words of the message, the packages whose files may raise it, the class it is).
@@ -78,27 +75,6 @@ def runnable_code(text: str) -> str:
     return "\n".join(lines).strip("\n") + "\n"
 
 
-def loaded_names(code: str) -> list[str]:
-    """String literals a snippet passes as the repository of a loading call (`X.from_pretrained('a/b')`,
-    `pipeline(task, model='a/b')`, `hf_hub_download(repo_id='a/b')`...): what it asks the hub for."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return []
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        callee = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-        if callee not in _LOADERS:
-            continue
-        args = node.args[1:2] if callee == "pipeline" else node.args[:1]
-        args = [*args, *(k.value for k in node.keywords if k.arg in _LOADER_KEYWORDS)]
-        names += [a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-    return list(dict.fromkeys(names))
-
-
 def raised_by(origin: str | None, packages: Sequence[str]) -> bool:
     """Whether the code that raised lives in one of `packages`, installed (site-packages, or EXEC_SITE for the
     workers), not in the snippet: a gap message ("ffmpeg was not found") is the harness's gap only when that
@@ -111,15 +87,6 @@ def raised_by(origin: str | None, packages: Sequence[str]) -> bool:
     path = path.resolve()
     return any(path.is_relative_to(root / package) for root in (*install_roots(), EXEC_SITE.resolve())
                for package in packages)
-
-
-def literal_strings(code: str) -> set[str]:
-    """The string constants of the code (not its comments): where a model id the code uses can be."""
-    try:
-        return {node.value for node in ast.walk(ast.parse(code))
-                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-    except SyntaxError:
-        return set()
 
 
 @dataclass(frozen=True)
@@ -199,7 +166,7 @@ class Executor:
             elif environment is not None:
                 status = environment
             elif status == "unknown_model_id" and ids[key] and raised_by(result.origin, _HUB_CLIENTS) and \
-                    not [n for n in loaded_names(codes[key]) if n not in self.hub.known]:
+                    not [n for n in loaded_ids(codes[key]) if n not in self.hub.known]:
                 # Every repository the code names exists here: a file of a tiny repo is missing, not the repo.
                 status = "hub_gap"
                 message = f"a file is missing from the offline hub's tiny repo | {message}"

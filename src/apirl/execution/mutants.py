@@ -45,23 +45,20 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
+from apirl.code_facts import (
+    AUXILIARY_RE,
+    MODEL_KEYWORDS,
+    dotted_name,
+    looks_like_hub_id,
+    root_name,
+    strip_revision,
+)
 from apirl.execution.installed import import_installed
 
 __all__ = ["MUTANT_KINDS", "Mutant", "make_mutants"]
 
 MUTANT_KINDS: tuple[str, ...] = ("unknown_model_id", "unknown_name", "unknown_kwarg", "missing_import", "syntax_error")
 
-# Keyword arguments through which a call receives the hub id (besides its first positional argument).
-_MODEL_KWARGS = frozenset({"model", "pretrained_model_name_or_path", "repo_id", "model_name_or_path"})
-_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w.-]+)?")  # 'org/name', or 'org/name@revision'
-# Calls that load a helper of the model rather than the model itself: the main call is another one if any.
-_AUXILIARY_RE = re.compile(r"Tokeni[sz]er|Processor|FeatureExtractor|Config|Scheduler")
-# 'images/cat.jpg' has the hub-id shape but is a file: a literal ending in one of these is never a model id.
-_FILE_EXT_RE = re.compile(
-    r"\.(jpe?g|png|gif|bmp|tiff?|webp|wav|mp3|flac|ogg|m4a|mp4|avi|mov|csv|tsv|json|jsonl|txt|md|pdf|html?|xml|"
-    r"ya?ml|pt|pth|bin|ckpt|safetensors|onnx|h5|pkl|pickle|npy|npz|parquet|zip|tar|gz|py)$",
-    re.IGNORECASE,
-)
 _ID_SUFFIXES = ("-v2", "-finetuned", "-large-v3", "-base-v2", "-distilled", "-instruct", "-xl", "-small-v2")
 _SIZE_RE = re.compile(r"(?<![a-z])(tiny|small|base|medium|large|xl|xxl)(?![a-z])")
 _ORG_SUFFIXES = ("-ai", "-research", "-labs")
@@ -81,7 +78,6 @@ _BOGUS_KWARGS = (
     ("auto_select_device", "True"), ("force_legacy_loading", "True"),
 )
 _HF_LIBRARIES = ("transformers", "diffusers", "sentence_transformers", "huggingface_hub", "datasets", "torch", "PIL")
-# Modules whose import does something visible (opens a browser, prints, starts a GUI): never imported.
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
@@ -256,7 +252,7 @@ class _Context:
         args: list[ast.expr] = []
         if model_slots_only:
             args += call.args[:1]
-            args += [kw.value for kw in call.keywords if kw.arg in _MODEL_KWARGS]
+            args += [kw.value for kw in call.keywords if kw.arg in MODEL_KEYWORDS]
         else:
             args += call.args
             args += [kw.value for kw in call.keywords]
@@ -269,25 +265,25 @@ class _Context:
     def _find_model_ids(self) -> list[str]:
         """Literals equal to a known id (those passed to a call first); else `org/name` literals a call loads."""
         known_hits = list(dict.fromkeys(
-            s.value for s in self.strings if _strip_revision(s.value).lower() in self.known))
+            s.value for s in self.strings if strip_revision(s.value).lower() in self.known))
         if known_hits:
             passed = [v for call in self.calls for v in self.passed_strings(call) if v in known_hits]
             return list(dict.fromkeys(passed + known_hits))
         literals = {s.value for s in self.strings}
         return list(dict.fromkeys(
             value for call in self.calls for value in self.passed_strings(call, model_slots_only=True)
-            if value in literals and _looks_like_hub_id(value)))
+            if value in literals and looks_like_hub_id(value)))
 
     def _find_main_call(self) -> ast.Call | None:
         """The first call loading the model id (a model, not its tokenizer, when both are loaded); else the last
         call of an imported name."""
         if self.model_ids:
             receiving = [call for call in self.calls if self.model_ids[0] in set(self.passed_strings(call))]
-            models = [call for call in receiving if not _AUXILIARY_RE.search(self.src.segment(call.func))]
+            models = [call for call in receiving if not AUXILIARY_RE.search(self.src.segment(call.func))]
             if models or receiving:
                 return (models or receiving)[0]
         imported = {imp.local for imp in self.imports}
-        candidates = [call for call in self.calls if (root := _root_name(call.func)) and root.id in imported]
+        candidates = [call for call in self.calls if (root := root_name(call.func)) and root.id in imported]
         return candidates[-1] if candidates else None
 
     def loads(self, name: str) -> list[ast.Name]:
@@ -299,7 +295,7 @@ class _Context:
         if self.main_call is None:
             return []
         names = []
-        root = _root_name(self.main_call.func)
+        root = root_name(self.main_call.func)
         if root is not None:
             names.append(root.id)
         names += [node.id for node in sorted(self.loads_in(self.main_call), key=_pos)]
@@ -308,26 +304,6 @@ class _Context:
     @staticmethod
     def loads_in(node: ast.AST) -> list[ast.Name]:
         return [sub for sub in ast.walk(node) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load)]
-
-
-def _strip_revision(value: str) -> str:
-    """'org/name' for 'org/name@revision'."""
-    return value.split("@", 1)[0] if "/" in value else value
-
-
-def _looks_like_hub_id(value: str) -> bool:
-    return bool(_HUB_ID_RE.fullmatch(value)) and not _FILE_EXT_RE.search(value)
-
-
-def _root_name(expr: ast.expr) -> ast.Name | None:
-    """The name at the root of `a.b(c)[0].d`: `a`."""
-    while True:
-        if isinstance(expr, ast.Attribute | ast.Subscript):
-            expr = expr.value
-        elif isinstance(expr, ast.Call):
-            expr = expr.func
-        else:
-            return expr if isinstance(expr, ast.Name) else None
 
 
 def _imports(tree: ast.Module) -> Iterator[_Import]:
@@ -394,7 +370,7 @@ def _unknown_model_id(ctx: _Context, rng: random.Random) -> Mutant | None:
     candidates = _id_candidates(old)
     rng.shuffle(candidates)
     new = next((candidate for candidate in candidates if candidate.lower() not in literals
-                and _strip_revision(candidate).lower() not in ctx.known), None)
+                and strip_revision(candidate).lower() not in ctx.known), None)
     if new is None:
         return None
     nodes = [s for s in ctx.strings if s.value == old]
@@ -473,7 +449,7 @@ def _name_targets(ctx: _Context) -> Iterator[_NameTarget]:
 
     Ranked: the name the main call uses first, then transformers, the other HF libraries, any module.
     """
-    main_root = _root_name(ctx.main_call.func) if ctx.main_call is not None else None
+    main_root = root_name(ctx.main_call.func) if ctx.main_call is not None else None
     for order, imp in enumerate(ctx.imports):
         if not isinstance(imp.stmt, ast.ImportFrom) or ctx.bindings[imp.local] != 1:
             continue
@@ -536,17 +512,6 @@ def _attribute_targets(ctx: _Context) -> Iterator[_NameTarget]:
             uses = f"{len(nodes)} use{'s' if len(nodes) > 1 else ''}"
             yield _NameTarget(module, attr, tuple(spans), (1 if in_main else 3, _library_rank(module), *first),
                               f"attribute, {uses}")
-
-
-def dotted_name(expr: ast.expr) -> str | None:
-    """'a.b.c' for a chain of attributes on a name; None for anything else."""
-    parts = []
-    while isinstance(expr, ast.Attribute):
-        parts.append(expr.attr)
-        expr = expr.value
-    if not isinstance(expr, ast.Name):
-        return None
-    return ".".join([expr.id, *reversed(parts)])
 
 
 def _name_candidates(name: str, rng: random.Random) -> list[str]:

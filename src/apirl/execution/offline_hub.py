@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apirl.code_facts import pipeline_tasks
 from apirl.data.apidb import ApiDatabase, ApiRow, as_text
 
 BUILDER_VERSION = 2
@@ -48,10 +49,8 @@ _DIFFUSERS_CALLS = re.compile(r"\b(\w*Pipeline|ControlNetModel|UNet2D\w*|Autoenc
 _ST_CALLS = re.compile(r"\b(SentenceTransformer|CrossEncoder)\s*\(")
 _FILE_CALLS = re.compile(r"\b(joblib\.load|hf_hub_download|cached_download|hf_hub_url|load_from_hub)\b")
 _CLASS_FROM_PRETRAINED = re.compile(r"\b([A-Z]\w+)\.from_pretrained\s*\(")
-_PIPELINE_TASK = re.compile(r"pipeline\(\s*(?:task\s*=\s*)?['\"]([\w-]+)['\"]")
 _NAMED_CLASS = re.compile(
     r"\b([A-Z][A-Za-z0-9]+(?:Tokenizer|TokenizerFast|Processor|ImageProcessor|FeatureExtractor))\b")
-_ID_LITERAL = re.compile(r"""['"]([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)['"]""")
 _HUB_FILENAME = re.compile(r"""(?:filename\s*=\s*|hf_hub_download\([^,]+,\s*)['"]([\w./-]+\.\w+)['"]""")
 
 # Preferred model types when the evidence leaves a choice (first one the task supports wins).
@@ -80,20 +79,6 @@ class CheckpointPlan:
 
 # ------------------------------------------------------------------------------------------------------------
 # Planning: pure text analysis plus lookups in transformers' auto mappings.
-
-
-def known_model_ids(api_db: ApiDatabase) -> set[str]:
-    """The hub's universe: every database row's model id."""
-    return {row.model_id for row in api_db.rows if row.model_id}
-
-
-def model_ids_in_code(code: str, known: set[str]) -> list[str]:
-    """The known model ids a snippet names as string literals, in first-use order."""
-    seen: dict[str, None] = {}
-    for match in _ID_LITERAL.finditer(code):
-        if match.group(1) in known:
-            seen.setdefault(match.group(1))
-    return list(seen)
 
 
 def _transformers() -> Any:
@@ -202,11 +187,11 @@ def plan_checkpoint(model_id: str, row: ApiRow | None, evidence_code: Iterable[s
                                       tokenizer_classes=_tokenizer_classes(texts))
     tokenizer_types = [t for text in texts for m in _NAMED_CLASS.finditer(text)
                        if not m.group(1).startswith("Auto") and (t := _type_of_class(m.group(1)))]
-    task_match = _PIPELINE_TASK.search(call) or _PIPELINE_TASK.search(joined)
+    tasks = pipeline_tasks(call) or pipeline_tasks(joined)
     auto_match = re.search(r"\b(AutoModel\w*)\.from_pretrained", joined)
-    if task_match:
-        candidates, auto_name = _pipeline_types(task_match.group(1))
-        task = task_match.group(1)
+    if tasks:
+        task = tasks[0]
+        candidates, auto_name = _pipeline_types(task)
     elif auto_match:
         auto_name = auto_match.group(1)
         candidates, task = _auto_types(auto_name), None
@@ -586,7 +571,7 @@ def build_diffusers(plan: CheckpointPlan, directory: Path) -> None:
 
 def build_files(plan: CheckpointPlan, directory: Path) -> None:
     """Repos of pickled estimators (the tabular rows): every file the row's code downloads, plus a config."""
-    from apirl.execution.binding import PermissiveEstimator
+    from apirl.execution.dummies import PermissiveEstimator
 
     for name in plan.files:
         path = directory / name
@@ -624,7 +609,7 @@ class OfflineHub:
 
     def __init__(self, root: str | Path, api_db: ApiDatabase, evidence: dict[str, list[str]] | None = None) -> None:
         self.root = Path(root)
-        self.known = known_model_ids(api_db)
+        self.known = set(api_db.model_ids)
         self.evidence = evidence or {}
         self.rows: dict[str, ApiRow] = {}
         for row in api_db.rows:  # the first row of an id, as the AST matcher picks it

@@ -25,7 +25,6 @@ from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import select_responses
 from apirl.execution.executor import Executor, ExecVerdict, runnable_code, summarize
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
-from apirl.execution.offline_hub import known_model_ids
 
 
 def hub_dir(config: RunConfig) -> Path:
@@ -124,7 +123,7 @@ def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str 
     data = data or load_gorilla(config.data)
     mode = mode or config.execution.mode
     codes, _domains = gold_codes(config, data)
-    known = known_model_ids(data.api_db)
+    known = data.api_db.model_ids
     started = time.perf_counter()
     with open_executor(config, data) as executor:
         gold = run_checks(executor, codes, mode, "gold code")

@@ -34,7 +34,6 @@ from apirl.data.dataset import Example, build_examples, load_gorilla
 from apirl.data.prompts import parse_completion
 from apirl.execution.executor import runnable_code
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
-from apirl.execution.offline_hub import known_model_ids
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.judges import judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.run import CACHE, STAGE, answer_stats, execute_samples, judge_samples, per_1000
@@ -135,7 +134,7 @@ def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, An
     examples = build_examples(data, config.data)[fb.calibrate_split]
     if fb.calibrate_limit:
         examples = examples[:fb.calibrate_limit]
-    items = calibration_samples(examples, known_model_ids(data.api_db), config.execution.mutant_seed)
+    items = calibration_samples(examples, data.api_db.model_ids, config.execution.mutant_seed)
     samples = [sample for sample, _kind in items]
     kinds = [kind for _sample, kind in items]
     executions = config.run_dir / CALIBRATION_STAGE / f"executions-{fb.calibrate_split}.jsonl"

@@ -32,57 +32,45 @@ yes) and arguments (`bad_arguments` -> no, `ok` -> yes). A static decision is ne
 from __future__ import annotations
 
 import ast
-import builtins
 import importlib
 import importlib.util
 import inspect
 import io
 import re
-import sys
 import tokenize
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
+from apirl.code_facts import (
+    AUXILIARY_RE,
+    CLASS_LOADERS,
+    MODULE_ALIASES,
+    ApiCall,
+    api_calls,
+    dotted_name,
+    free_variables,
+    imported,
+    parse,
+    pipeline_tasks,
+)
 from apirl.data.apidb import ApiDatabase, ApiRow
-from apirl.execution.binding import free_variables
 from apirl.execution.executor import ExecVerdict, runnable_code
 from apirl.execution.installed import NEVER_IMPORT, import_installed, is_installed
 from apirl.execution.kwarg_audit import ignored_pipeline_kwargs
-from apirl.execution.mutants import dotted_name
 from apirl.feedback.questions import QUESTIONS, Question
 from apirl.feedback.types import Answer, Sample
 
 JUDGE = "tools"
 
-_BUILTINS = frozenset(dir(builtins))
-# Modules whose import does something visible (opens a browser, prints, starts a GUI): never imported.
-# Short names that stand for modules (`np.zeros` with no `import numpy as np` is a missing import).
-_MODULE_ALIASES = frozenset({"np", "pd", "plt", "tf", "nn", "F", "sf", "sns", "jnp", "optim", "mpimg", "cv2",
-                             "transforms", "ipd", "st", "gr"})
-# Calls that load an API from the hub: the model id is their first argument (pipeline: the second), or one
-# of _MODEL_KEYWORDS.
-_CLASS_LOADERS = frozenset({"from_pretrained", "from_hparams", "load_from_hub", "from_single_file"})
-_FUNCTION_LOADERS = frozenset({"pipeline", "SentenceTransformer", "CrossEncoder", "hf_hub_download",
-                               "snapshot_download", "hf_hub_url", "load_from_hub"})
-_DATASET_LOADERS = frozenset({"load_dataset", "load_from_disk"})  # 'org/name' there is a dataset, not an API
+# Hub downloads: a snippet's download fits a row's download whatever the function.
 _DOWNLOADERS = frozenset({"hf_hub_download", "snapshot_download", "hf_hub_url", "cached_download"})
-_MODEL_KEYWORDS = ("model", "repo_id", "pretrained_model_name_or_path", "model_name_or_path", "model_id", "source",
-                   "model_name")
-# Loaders of a model's helpers: they load the id too, but they are not the API the row describes.
-_AUXILIARY_RE = re.compile(r"Tokeni[sz]er|Processor|FeatureExtractor|Config|Scheduler")
-_ROW_TASK_RE = re.compile(r"pipeline\(\s*(?:task\s*=\s*)?['\"]?([\w-]+)['\"]?\s*[,)]")  # 2 rows lack quotes
 _ROW_CLASS_RE = re.compile(r"\b([A-Z]\w*)\s*\.\s*(?:from_pretrained|from_hparams|load_from_hub|from_single_file)\b")
 _ROW_CALLEE_RE = re.compile(r"\b([A-Za-z_][\w.]*)\s*\(")
-# A hub repository: 'org/name' (or 'org/name@revision'), not a file path with a data extension.
-_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w.-]+)?")
-_FILE_EXT_RE = re.compile(r"\.(jpe?g|png|gif|bmp|tiff?|webp|wav|mp3|flac|ogg|m4a|mp4|avi|mov|csv|tsv|json|jsonl|txt|md|"
-                          r"pdf|html?|xml|ya?ml|pt|pth|bin|ckpt|safetensors|onnx|h5|pkl|pickle|npy|npz|parquet|zip|"
-                          r"tar|gz|py|joblib)$", re.IGNORECASE)
 # Placeholders: comments that say code is missing, `<...>` tokens and YOUR_KEY-style constants in strings.
 _PLACEHOLDER_COMMENT_RE = re.compile(
     r"\b(TODO|FIXME)\b"
@@ -103,19 +91,6 @@ class Decision(NamedTuple):
 
 # ------------------------------------------------------------------------------------------------------------
 # Parsing and looking things up in the installed libraries.
-
-
-@lru_cache(maxsize=256)
-def _parse(code: str) -> ast.Module | SyntaxError:
-    """The module, or the SyntaxError that stops it (cached: every check of a sample parses the same code)."""
-    try:
-        return ast.parse(code)
-    except SyntaxError as exc:
-        return exc
-    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes (3.11), absurdly deep nesting
-        return SyntaxError(f"{type(exc).__name__}: {exc}")
-
-
 
 
 class _Lookup(NamedTuple):
@@ -170,128 +145,13 @@ def _lookup(dotted: str) -> _Lookup:
 # Facts about the code shared by the checks.
 
 
-def _stored_names(tree: ast.AST) -> Iterator[str]:
-    """Every name bound other than by an import (assignments, defs, parameters, loop and except targets)."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            yield node.id
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            yield node.name
-        elif isinstance(node, ast.arg):
-            yield node.arg
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            yield node.name
-
-
-def _imported(tree: ast.AST) -> dict[str, str]:
-    """Local names bound by imports of one thing and nothing else, with what they stand for
-    (`from transformers import pipeline` -> {'pipeline': 'transformers.pipeline'})."""
-    targets: dict[str, list[str]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                local = alias.asname or alias.name.split(".")[0]
-                targets.setdefault(local, []).append(alias.name if alias.asname else local)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            for alias in node.names:
-                if alias.name != "*":
-                    targets.setdefault(alias.asname or alias.name, []).append(f"{node.module}.{alias.name}")
-    rebound = set(_stored_names(tree))
-    return {name: values[0] for name, values in targets.items() if len(set(values)) == 1 and name not in rebound}
-
-
-def _string_variables(tree: ast.AST) -> dict[str, str]:
-    """Names assigned a string literal once and bound nowhere else (`model_id = 'a/b'`): their value."""
-    values: dict[str, list[str]] = {}
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
-            values.setdefault(node.targets[0].id, []).append(node.value.value)
-    stores: dict[str, int] = {}
-    for name in _stored_names(tree):
-        stores[name] = stores.get(name, 0) + 1
-    return {name: found[0] for name, found in values.items() if len(found) == 1 and stores.get(name) == 1}
-
-
-def _string_value(expr: ast.expr | None, variables: dict[str, str]) -> str | None:
-    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-        return expr.value
-    if isinstance(expr, ast.Name):
-        return variables.get(expr.id)
-    return None
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """A call that loads an API from the hub: `pipeline(...)`, `X.from_pretrained(...)`, `YOLO('org/name')`."""
-
-    node: ast.Call
-    callee: str  # pipeline, from_pretrained, SentenceTransformer, hf_hub_download, load ...
-    owner: str | None  # what the callee is an attribute of (`X` of `X.from_pretrained`), without its module path
-    model_id: str | None  # the repository it loads, when a literal (or a variable assigned one) says it
-    task: str | None  # pipeline only: the task literal
-
-    @property
-    def auxiliary(self) -> bool:
-        """A tokenizer, processor, config or scheduler: it loads the id, but it is not the API itself."""
-        return self.owner is not None and bool(_AUXILIARY_RE.search(self.owner))
-
-    @property
-    def loader(self) -> str:
-        return f"{self.owner}.{self.callee}" if self.owner else self.callee
-
-
-def _looks_like_hub_id(value: str | None) -> bool:
-    return value is not None and bool(_HUB_ID_RE.fullmatch(value)) and not _FILE_EXT_RE.search(value)
-
-
-def api_calls(tree: ast.AST) -> list[ApiCall]:
-    """The hub-loading calls of the code, in source order: the known loaders (`pipeline`, `from_pretrained`,
-    `SentenceTransformer`, `hf_hub_download`...), and any other library call whose model argument is an
-    'org/name' literal (`YOLO('keremberke/yolov8m-table-extraction')`, `SequenceTagger.load('flair/ner')`).
-    Names are seen through imports (`from transformers import AutoModel as M; M.from_pretrained(...)` is
-    AutoModel's loader); a callee that is a variable of the code (`pipeline = DDPMPipeline...; pipeline()`)
-    or a builtin or standard-library function is not a loader."""
-    variables = _string_variables(tree)
-    imported = _imported(tree)
-    stored = set(_stored_names(tree))
-    calls = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = dotted_name(node.func)
-        if name is None:
-            continue
-        root, _, rest = name.partition(".")
-        if root in stored or (root not in imported and root in _BUILTINS):
-            continue
-        parts = (imported.get(root, root) + ("." + rest if rest else "")).split(".")
-        if parts[0] in sys.stdlib_module_names:
-            continue
-        callee, owner = parts[-1], parts[-2] if rest else None  # `from m import f; f()` has no owner
-        keywords = {k.arg: k.value for k in node.keywords if k.arg}
-        positional = [a for a in node.args if not isinstance(a, ast.Starred)]
-        task = None
-        if callee == "pipeline":
-            task = _string_value(positional[0] if positional else keywords.get("task"), variables)
-            model_expr = positional[1] if len(positional) > 1 else keywords.get("model")
-        else:
-            model_expr = positional[0] if positional else next(
-                (keywords[k] for k in _MODEL_KEYWORDS if k in keywords), None)
-        model_id = _string_value(model_expr, variables)
-        known_loader = callee in _FUNCTION_LOADERS or (owner is not None and callee in _CLASS_LOADERS)
-        if known_loader or (_looks_like_hub_id(model_id) and callee not in _DATASET_LOADERS):
-            calls.append(ApiCall(node, callee, owner, model_id, task))
-    return sorted(calls, key=lambda call: (call.node.lineno, call.node.col_offset))
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The checks.
 
 
 def check_syntax(code: str) -> Decision:
     """Whether the code parses: a snippet that does not cannot run at all."""
-    tree = _parse(code)
+    tree = parse(code)
     if isinstance(tree, SyntaxError):
         return Decision(False, f"SyntaxError: {tree.msg} (line {tree.lineno})")
     return Decision(True, "parses")
@@ -334,7 +194,7 @@ def _looks_imported(name: str, roles: set[str]) -> bool:
         return True
     if name[:1].isupper() and any(c.islower() for c in name) and "_" not in name:  # CamelCase: a class
         return True
-    return "attr" in roles and (name in _MODULE_ALIASES or is_installed(name))
+    return "attr" in roles and (name in MODULE_ALIASES or is_installed(name))
 
 
 def _import_problems(tree: ast.Module) -> tuple[list[str], list[str]]:
@@ -369,12 +229,12 @@ def _import_problems(tree: ast.Module) -> tuple[list[str], list[str]]:
 
 def _module_attribute_problems(tree: ast.Module) -> list[str]:
     """`m.x` where `m` is an imported module that has no `x` (attribute or submodule): `transformers.Pipelin`."""
-    imported = _imported(tree)
+    through_imports = imported(tree)
     wrong = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
             continue
-        target = imported.get(node.value.id)
+        target = through_imports.get(node.value.id)
         if target is None or not isinstance(node.ctx, ast.Load):
             continue
         module = _lookup(target)
@@ -388,7 +248,7 @@ def _module_attribute_problems(tree: ast.Module) -> list[str]:
 def check_imports(code: str) -> Decision:
     """Whether the code imports every module, class and function it uses, and every import resolves in the
     installed environment. A library that is not installed here cannot be checked: unknown, not wrong."""
-    tree = _parse(code)
+    tree = parse(code)
     if isinstance(tree, SyntaxError):
         return Decision(None, "does not parse")
     roles = _name_roles(tree)
@@ -411,7 +271,7 @@ def check_imports(code: str) -> Decision:
 def check_defined_names(code: str) -> Decision:
     """Whether every name the code reads is bound somewhere (assigned, imported, a parameter...) or a builtin.
     Gorilla-style fragments often read inputs they never define (`classifier(text)`): that is a "no"."""
-    tree = _parse(code)
+    tree = parse(code)
     if isinstance(tree, SyntaxError):
         return Decision(None, "does not parse")
     undefined, maybe = _undefined(tree, code)
@@ -492,8 +352,8 @@ class _RowApi:
 
 
 def _row_api(row: ApiRow) -> _RowApi:
-    classes = [name for name in _ROW_CLASS_RE.findall(row.api_call) if not _AUXILIARY_RE.search(name)]
-    return _RowApi(tuple(_ROW_TASK_RE.findall(row.api_call)), tuple(dict.fromkeys(classes)),
+    classes = [name for name in _ROW_CLASS_RE.findall(row.api_call) if not AUXILIARY_RE.search(name)]
+    return _RowApi(tuple(pipeline_tasks(row.api_call)), tuple(dict.fromkeys(classes)),
                    frozenset(_ROW_CALLEE_RE.findall(row.api_call)))
 
 
@@ -536,7 +396,7 @@ def fits_row(call: ApiCall, row: ApiRow) -> Decision:
             return Decision(ok, f"pipeline task {call.task!r} {'loads' if ok else 'does not load'} "
                                 f"the row's {row_api.classes[0]}")
         return Decision(None, f"the row's call {row.api_call!r} names no task or class")
-    if call.owner is not None and call.owner[:1].isupper() and call.callee in _CLASS_LOADERS:
+    if call.owner is not None and call.owner[:1].isupper() and call.callee in CLASS_LOADERS:
         if row_api.classes:
             ok = any(_same_family(call.owner, c) for c in row_api.classes)
             return Decision(ok, f"{call.owner} {'fits' if ok else 'does not fit'} the row's {row_api.classes[0]}")
@@ -554,7 +414,7 @@ def fits_row(call: ApiCall, row: ApiRow) -> Decision:
 def check_api_exists(code: str, api_db: ApiDatabase) -> Decision:
     """Whether the code loads API database models (every model id it loads is known) with a class or pipeline
     task that fits the database row. Code that names no model id calls no API: "no"."""
-    tree = _parse(code)
+    tree = parse(code)
     if isinstance(tree, SyntaxError):
         return Decision(None, "does not parse")
     calls = [call for call in api_calls(tree) if call.model_id]
@@ -742,10 +602,10 @@ def _check_pipeline(pipeline: Callable[..., Any], call: ast.Call) -> Decision:
 def check_arguments(code: str) -> Decision:
     """Whether the calls to imported callables pass arguments their signatures take; "yes" needs every API
     (hub-loading) call decided, so a code without API calls or with an undecidable one is unknown."""
-    tree = _parse(code)
+    tree = parse(code)
     if isinstance(tree, SyntaxError):
         return Decision(None, "does not parse")
-    imported = _imported(tree)
+    through_imports = imported(tree)
     api_nodes = {id(call.node) for call in api_calls(tree)}
     wrong, api_decisions = [], []
     for node in ast.walk(tree):
@@ -754,8 +614,8 @@ def check_arguments(code: str) -> Decision:
         name = dotted_name(node.func)
         root = name.split(".")[0] if name else None
         decision = Decision(None, f"{name or 'the callee'} cannot be imported")
-        if name and root in imported:
-            target = imported[root] + name[len(root):]
+        if name and root in through_imports:
+            target = through_imports[root] + name[len(root):]
             found = _lookup(target)
             if found.status == "found" and callable(found.obj):
                 if _is_transformers_pipeline(found.obj):
@@ -835,7 +695,7 @@ def placeholders(code: str, tree: ast.Module) -> list[str]:
 
 def check_complete(code: str) -> Decision:
     """Whether the code is a finished program: it parses, has no placeholders and calls an API."""
-    tree = _parse(code)
+    tree = parse(code)
     if isinstance(tree, SyntaxError):
         return Decision(False, "does not parse")
     found = placeholders(code, tree)

@@ -226,13 +226,12 @@ def gold_and_mutants(config: RunConfig) -> tuple[list[tuple[str, str, str, str]]
     first `gold_vs_mutants_limit` examples of `feedback.calibrate_split`, built as `apirl feedback calibrate`
     builds them (the target with only its code replaced)."""
     from apirl.data.dataset import build_examples, load_gorilla
-    from apirl.execution.offline_hub import known_model_ids
 
     data = load_gorilla(config.data)
     examples = build_examples(data, config.data)[config.feedback.calibrate_split]
     if config.reward.gold_vs_mutants_limit:
         examples = examples[:config.reward.gold_vs_mutants_limit]
-    known = known_model_ids(data.api_db)
+    known = data.api_db.model_ids
     items = []
     for example in examples:
         for sample, kind in calibration_samples([example], known, config.execution.mutant_seed):
