@@ -19,7 +19,7 @@ from rich.console import Console
 
 from apirl.data.apidb import ApiDatabase, ApiRow
 from apirl.feedback.cache import JudgmentCache
-from apirl.feedback.calibrate import auc, calibration_report, calibration_samples, with_code
+from apirl.feedback.calibrate import calibration_report, calibration_samples, with_code
 from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.judges import judge_label, make_judge
 from apirl.feedback.openai_judge import JudgeUnavailable
@@ -52,16 +52,7 @@ def make_samples(n: int) -> list[Sample]:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Pure parts: AUC, labels, pairs.
-
-
-def test_auc_is_the_mann_whitney_probability_with_ties_counting_half() -> None:
-    # Pairs (pos, neg): (.9,.5) 1, (.9,.1) 1, (.5,.5) 1/2, (.5,.1) 1, (.5,.5) 1/2, (.5,.1) 1 -> 5/6.
-    assert auc([0.9, 0.5, 0.5], [0.5, 0.1]) == pytest.approx(5 / 6)
-    assert auc([3, 4], [1, 2]) == 1.0
-    assert auc([1, 2], [3, 4]) == 0.0
-    assert auc([1, 1], [1]) == 0.5
-    assert auc([], [1.0]) is None and auc([1.0], []) is None
+# Pure parts: labels, pairs (the AUC itself: tests/test_stats.py).
 
 
 def test_feedback_row_scores_labels_and_counts_unknown_as_half() -> None:

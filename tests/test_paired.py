@@ -1,6 +1,6 @@
-"""Paired comparison of two models' per-question details: the bootstrap of the difference by hand, the counts of
-questions gained and lost, what counts for which metric, mismatched question sets refused, bad files named, and
-`apirl eval compare`."""
+"""Paired comparison of two models' per-question details: the counts of questions gained and lost, what counts for
+which metric, mismatched question sets refused, bad files named, and `apirl eval compare` (the paired bootstrap
+and McNemar's test by hand: tests/test_stats.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -19,8 +18,6 @@ from apirl.evaluate.paired import (
     comparison_row,
     details_name,
     load_details,
-    mcnemar_exact,
-    paired_bootstrap,
 )
 
 RUNNER = CliRunner()
@@ -38,34 +35,6 @@ def _row(qid: int, outcome: str, rouge: float = 0.5, *, reference: bool = True,
 def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
-
-
-def test_paired_bootstrap_by_hand() -> None:
-    # A constant difference has no spread: every resample's mean difference is 0.5.
-    assert paired_bootstrap(np.zeros(4), np.full(4, 0.5)) == (0.5, 0.5, 0.5)
-    # One question: nothing to resample.
-    assert paired_bootstrap(np.array([1.0]), np.array([0.0])) == (-1.0, -1.0, -1.0)
-    # Differences (0, 1): each resample of two is a mean of 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4, so the
-    # 2.5% and 97.5% quantiles of many resamples are exactly 0 and 1, and the estimate is 0.5.
-    diff, low, high = paired_bootstrap(np.array([0.0, 0.0]), np.array([0.0, 1.0]), samples=4000, seed=1)
-    assert (diff, low, high) == (0.5, 0.0, 1.0)
-    # The pairing is what narrows it: B = A + 0.1 on noisy A gives the point interval 0.1, which two unpaired
-    # intervals of width ~0.5 each would never show.
-    a = np.random.default_rng(0).random(50)
-    diff, low, high = paired_bootstrap(a, a + 0.1)
-    assert diff == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="differ in length"):
-        paired_bootstrap(np.zeros(2), np.zeros(3))
-    assert all(np.isnan(v) for v in paired_bootstrap(np.zeros(0), np.zeros(0)))
-
-
-def test_mcnemar_exact_by_hand() -> None:
-    # 4 gained, 0 lost: P(all 4 coins one way) = 1/16, two-sided 1/8, although no bootstrap resample is below 0.
-    assert mcnemar_exact(4, 0) == mcnemar_exact(0, 4) == 0.125
-    # 6 vs 14: 2 * sum_{k<=6} C(20, k) / 2^20 = 2 * 60,460 / 1,048,576 = 0.115318...
-    assert mcnemar_exact(6, 14) == pytest.approx(2 * 60460 / 2 ** 20)
-    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0  # the cap: 2 * 42/64 > 1
-    assert mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
 
 
 def test_compare_counts_gains_losses_and_what_counts() -> None:

@@ -1,11 +1,10 @@
-"""`apirl report`: the Wilson interval by hand, a report built from a small synthetic run directory (its numbers in
-report.md, nothing external in report.html), missing stages shown as "not run", malformed files named, the CLI,
-and report.html rendered by headless Chromium with every image loaded."""
+"""`apirl report`: a report built from a small synthetic run directory (its numbers in report.md, nothing external
+in report.html), missing stages shown as "not run", malformed files named, the CLI, and report.html rendered by
+headless Chromium with every image loaded. The Wilson interval by hand is in tests/test_stats.py."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -18,22 +17,10 @@ from typer.testing import CliRunner
 
 from apirl.cli import app
 from apirl.errors import InputError
-from apirl.report import collect_run, wilson_interval, write_report
+from apirl.report import collect_run, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOMAINS = ("Audio Audio Classification", "Natural Language Processing Translation")
-
-
-def test_wilson_interval_by_hand() -> None:
-    z2 = 1.959963984540054 ** 2  # 3.841459
-    # 0 of 10: the lower bound is 0 and the upper one is z²/(n + z²) = 3.841459 / 13.841459 = 0.277533.
-    low, high = wilson_interval(0.0, 10)
-    assert low == 0.0 and high == pytest.approx(z2 / (10 + z2)) and high == pytest.approx(0.277533, abs=1e-6)
-    # 5 of 10: centre 0.5, half-width z·sqrt(0.025 + z²/400) / (1 + z²/10) = 1.959964 · 0.186021 / 1.384146
-    # = 0.263407, so [0.236593, 0.763407] (the textbook value for 5/10).
-    low, high = wilson_interval(0.5, 10)
-    assert low == pytest.approx(0.236593, abs=1e-6) and high == pytest.approx(0.763407, abs=1e-6)
-    assert all(math.isnan(bound) for bound in wilson_interval(0.0, 0))
 
 
 def _summary(n: int, ast: float, *, executability: float | None = None, failures: dict[str, int] | None = None,
@@ -127,7 +114,7 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     files = write_report(run_dir, command="apirl report runs/tiny")
     markdown = files.markdown.read_text(encoding="utf-8")
     # Results: run models first (report order), then the anchors; bootstrap intervals from the file, Wilson ones
-    # for executability: 4/40 -> [4.0, 23.1], 0/40 -> [0.0, 8.8] (see test_wilson_interval_by_hand's formula).
+    # for executability: 4/40 -> [4.0, 23.1], 0/40 -> [0.0, 8.8] (tests/test_stats.py's Wilson interval by hand).
     assert ("| base-chat | 40 | 0.0 [0.0, 5.0] | 50.0 [40.0, 60.0] | 12.5 [5.0, 20.0] | 30.0 [25.0, 35.0] | 20.0 "
             "| 0.0 [0.0, 8.8] | 0.0 [0.0, 8.8] |") in markdown
     assert ("| sft | 40 | 25.0 [20.0, 30.0] | 50.0 [40.0, 60.0] | 12.5 [5.0, 20.0] | 30.0 [25.0, 35.0] | 20.0 "

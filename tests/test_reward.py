@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from apirl.errors import InputError
-from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback, win_rate
+from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback
 from smoke_helpers import KillAtStep, smoke_config
 
 
@@ -44,7 +44,6 @@ def test_gold_vs_mutant_rate_by_hand() -> None:
     assert rate["per_kind"]["syntax_error"] == {"pairs": 1, "rate": 0.0}
     assert rate["per_kind"]["missing_import"] == {"pairs": 1, "rate": 1.0}
     assert rate["per_kind"]["unknown_name"] == {"pairs": 0, "rate": None}
-    assert win_rate([], []) is None and win_rate([1.0, 1.0], [0.0, 1.0]) == 0.75
 
 
 def test_bce_loss_by_hand_divides_by_the_accumulated_batch() -> None:

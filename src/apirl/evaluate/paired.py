@@ -13,7 +13,6 @@ one object per question with `question_id`, both AST outcomes, the text metrics 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from apirl.errors import InputError
-from apirl.evaluate.bootstrap import bootstrap_ci
 from apirl.jsonl import iter_jsonl
+from apirl.stats import mcnemar_exact, paired_bootstrap
 
 # (key, label, per-question value or None when the question does not count for it). The text metrics count only
 # questions with reference code, as in the summary; executability only where the code was run.
@@ -77,32 +76,9 @@ class Difference:
     p_value: float | None = None
 
 
-def mcnemar_exact(better: int, worse: int) -> float:
-    """Two-sided exact McNemar p-value: under "no difference" each discordant question is a fair coin, so the p is
-    twice the binomial tail of the smaller count, capped at 1. With few discordant questions the bootstrap interval
-    of a 0/1 difference is too narrow (4 gained, 0 lost: every resample is >= 0); this test is not (p = 0.125)."""
-    n = better + worse
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(better, worse) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
 def details_name(label: str) -> str:
     """Where an eval stage keeps a model's details, relative to it: `details/<label>.jsonl`, spaces as `_`."""
     return f"{DETAILS_DIR}/{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}.jsonl"
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float, float]:
-    """(mean(b - a), low, high): the bootstrap interval of the per-question differences' mean, which resamples the
-    questions jointly for both models."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
-    delta = b - a
-    mean = float(delta.mean()) if delta.size else float("nan")
-    return (mean, *bootstrap_ci(delta, samples=samples, seed=seed, level=level))
 
 
 def load_details(path: str | Path) -> dict[int, dict[str, Any]]:

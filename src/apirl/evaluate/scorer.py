@@ -22,10 +22,10 @@ from apirl.data.prompts import code_section, normalize_text
 from apirl.data.records import ApiBenchRecord
 from apirl.errors import InputError
 from apirl.evaluate.ast_match import AstMatcher
-from apirl.evaluate.bootstrap import bootstrap_ci
 from apirl.evaluate.config import EvalConfig
 from apirl.evaluate.responses import Response
 from apirl.evaluate.text_metrics import codebleu, rouge, sentence_codebleu
+from apirl.stats import bootstrap_ci
 
 _QUOTED_RE = re.compile(r"""['"]([^'"\s]+)['"]""")
 TEXT_KEYS = ("rouge_1", "rouge_2", "rouge_l", "codebleu_sentence")

@@ -18,7 +18,6 @@ verdicts beside them); the judgments share the feedback stage's cache, so a judg
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 import time
@@ -39,23 +38,10 @@ from apirl.feedback.judges import judge_label, make_judge, questions_of, uses_ex
 from apirl.feedback.run import CACHE, STAGE, answer_stats, execute_samples, judge_samples, per_1000
 from apirl.feedback.types import Answer, Sample, answer_weight, score
 from apirl.models.generation import request_of
+from apirl.stats import auc
 
 GOLD = "gold"
 _CODE_TAG_RE = re.compile(r"<<<\s*code\s*>>>\s*:?[ \t]*")
-
-
-def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
-    """The Mann-Whitney AUC: P(positive > negative) + P(positive == negative) / 2 over all pairs; None when
-    either side is empty. Sorting the negatives once makes it O((n + m) log m)."""
-    if not positives or not negatives:
-        return None
-    ordered = sorted(negatives)
-    wins = 0.0
-    for value in positives:
-        below = bisect.bisect_left(ordered, value)
-        equal = bisect.bisect_right(ordered, value) - below
-        wins += below + equal / 2
-    return wins / (len(positives) * len(negatives))
 
 
 def with_code(target: str, code: str) -> str | None:

@@ -3,7 +3,7 @@
 Reading top to bottom: `collect` reads what the run directory holds (a stage that has not run is "not run", a
 malformed file an InputError naming it), `render` turns it into sections and writes them as Markdown and HTML,
 `plots` draws the figures (matplotlib, Agg) that the HTML embeds as base64 PNG. Every number shown comes from a
-file of the run, except the executability intervals, computed from rate and n (`wilson_interval`).
+file of the run, except the executability intervals, computed from rate and n (`apirl.stats.wilson_interval`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from importlib import metadata
 from pathlib import Path
 
 from apirl.report.collect import RunData, collect_run
-from apirl.report.render import build_sections, render_html, render_markdown, wilson_interval
+from apirl.report.render import build_sections, render_html, render_markdown
 
-__all__ = ["ReportFiles", "RunData", "collect_run", "wilson_interval", "write_report"]
+__all__ = ["ReportFiles", "RunData", "collect_run", "write_report"]
 
 
 @dataclass(frozen=True)

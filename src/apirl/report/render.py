@@ -20,9 +20,9 @@ from apirl.evaluate.paired import COMPARISON_HEADER, compare, comparison_row
 from apirl.evaluate.tables import format_value, markdown_table
 from apirl.report import plots
 from apirl.report.collect import KNOWN_STAGES, RL_ALGORITHMS, RunData
+from apirl.stats import wilson_interval
 
 NOT_RUN = "not run"
-Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,19 +75,6 @@ class Section:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Numbers.
-
-
-def wilson_interval(rate: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial rate (95% by default). The eval files give executability as a bare
-    rate; unlike rate ± z·SE this interval stays inside [0, 1] and keeps its width at 0% and 100%, which small
-    models' executability often is. (nan, nan) when n is 0."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    z2 = z * z
-    denominator = 1 + z2 / n
-    center = (rate + z2 / (2 * n)) / denominator
-    half_width = z * math.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n)) / denominator
-    return (max(0.0, center - half_width), min(1.0, center + half_width))
 
 
 def number(value: Any) -> str:

@@ -41,11 +41,12 @@ from typing import Any
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.feedback.calibrate import GOLD, auc, calibration_samples
+from apirl.feedback.calibrate import GOLD, calibration_samples
 from apirl.jsonl import iter_jsonl, json_line
 from apirl.models.load import ModelSource, default_device, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.stats import auc, win_rate
 from apirl.train.checkpoints import CHECKPOINTS_DIR, checkpoint_to_resume, trainer_kwargs
 from apirl.train.config import lora_config
 
@@ -191,14 +192,6 @@ class RewardModel:
 
 # ------------------------------------------------------------------------------------------------------------
 # Evaluation.
-
-
-def win_rate(better: Sequence[float], worse: Sequence[float]) -> float | None:
-    """The share of pairs (better[i], worse[i]) where the first scores higher, ties counting half; None when
-    there is no pair."""
-    if not better:
-        return None
-    return sum(1.0 if b > w else 0.5 if b == w else 0.0 for b, w in zip(better, worse, strict=True)) / len(better)
 
 
 def gold_vs_mutant_rate(scored: Sequence[tuple[str, str, float]]) -> dict[str, Any]:
