@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from apirl.execution.sandbox import DEFAULT_UNSUPPORTED, STATUSES, ExecResult, Sandbox, allowed_env, classify
+from apirl.execution.failures import DEFAULT_UNSUPPORTED, STATUSES, classify
+from apirl.execution.sandbox import ExecResult, Sandbox, allowed_env
 from smoke_helpers import host_processes_named
 
 OUTPUT_KB = 64
@@ -269,7 +270,7 @@ def test_network_is_blocked_without_namespaces():
 
 
 def test_socket_guard_blocks_library_connections():
-    code = ("import socket\nfrom apirl.execution.sandbox import NetworkBlocked, _install_socket_guard\n"
+    code = ("import socket\nfrom apirl.execution.worker import NetworkBlocked, _install_socket_guard\n"
             "_install_socket_guard()\n"
             "try:\n    socket.create_connection(('127.0.0.1', 9))\nexcept NetworkBlocked:\n    print('blocked')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

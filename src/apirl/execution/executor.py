@@ -11,7 +11,7 @@ model ids the snippets name), the binding of free inputs (`binding.py`, `bound` 
   API usage is left to be judged.
 
 A snippet counts as executable when its last statement returns (`ok`). Every other outcome has a class
-(`sandbox.STATUSES`); two of them are the harness's gaps, not the snippet's fault, and are reported apart:
+(`failures.STATUSES`); two of them are the harness's gaps, not the snippet's fault, and are reported apart:
 `unsupported_library` (a library we know but do not install) and `hub_gap` (a database model id whose tiny
 checkpoint could not be built, e.g. LayoutLMv2 needs detectron2).
 """
@@ -30,9 +30,10 @@ from apirl.code_facts import literal_strings, loaded_ids, model_ids_in_code
 from apirl.data.apidb import ApiDatabase
 from apirl.data.prompts import code_section
 from apirl.execution.binding import bind
+from apirl.execution.failures import STATUSES
 from apirl.execution.installed import install_roots
 from apirl.execution.offline_hub import OfflineHub
-from apirl.execution.sandbox import STATUSES, Sandbox
+from apirl.execution.sandbox import Sandbox
 from apirl.execution.torchvision_shim import MISSING_OPS_MESSAGE
 
 MODES = ("bound", "strict")
