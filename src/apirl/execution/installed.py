@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import site
 import sysconfig
 import warnings
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any, NamedTuple
 
 NEVER_IMPORT = frozenset({"antigravity", "this", "__hello__", "__phello__", "turtle", "turtledemo", "tkinter",
                           "idlelib", "webbrowser"})
@@ -60,3 +62,53 @@ def import_installed(module: str) -> ModuleType | None:
             return importlib.import_module(module)
         except (Exception, SystemExit):
             return None
+
+
+class Lookup(NamedTuple):
+    """Where a dotted name stands in the installed libraries."""
+
+    status: str  # found | missing | unknown
+    obj: Any = None
+    detail: str = ""
+
+
+@cache
+def lookup(dotted: str) -> Lookup:
+    """Resolve `a.b.c` in the installed libraries: attributes and submodules of modules, attributes of classes.
+
+    `missing` only when a module or class that exists lacks the name; `unknown` when the top module is not
+    installed or cannot be imported, or the chain goes through something else (an instance, a function).
+    """
+    parts = dotted.split(".")
+    top = parts[0]
+    if top in NEVER_IMPORT:
+        return Lookup("unknown", detail=f"{top} is never imported (side effects)")
+    if not is_installed(top):
+        return Lookup("unknown", detail=f"module {top!r} is not installed")
+    obj: Any = import_installed(top)
+    if obj is None:
+        return Lookup("unknown", detail=f"module {top!r} fails to import")
+    for index, part in enumerate(parts[1:], start=2):
+        prefix = ".".join(parts[:index])
+        if not (isinstance(obj, ModuleType) or inspect.isclass(obj)):
+            return Lookup("unknown", detail=f"{'.'.join(parts[:index - 1])} is neither a module nor a class")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if hasattr(obj, part):
+                    obj = getattr(obj, part)
+                    continue
+            except Exception as exc:  # a lazy attribute that fails to load: exists, but we cannot look at it
+                return Lookup("unknown", detail=f"{prefix}: {type(exc).__name__}")
+        if not isinstance(obj, ModuleType):
+            return Lookup("missing", detail=f"{'.'.join(parts[:index - 1])} has no attribute {part!r}")
+        try:
+            found = importlib.util.find_spec(prefix) is not None
+        except Exception:
+            found = False
+        if not found:
+            return Lookup("missing", detail=f"module {'.'.join(parts[:index - 1])!r} has no {part!r}")
+        obj = import_installed(prefix)
+        if obj is None:
+            return Lookup("unknown", detail=f"module {prefix!r} fails to import")
+    return Lookup("found", obj)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import ast
 import re
 
+from apirl.code_facts import api_calls
 from apirl.data.apidb import ApiDatabase, ApiRow, as_text
 from apirl.feedback.questions import Question
-from apirl.feedback.tools import api_calls
 from apirl.feedback.types import Sample
 
 SYSTEM = ("You are a strict reviewer of Python code that uses Hugging Face APIs. You read a user's instruction, "
