@@ -14,13 +14,10 @@ import pytest
 
 from apirl.data.apidb import load_api_database
 from apirl.execution.executor import EXEC_SITE, Executor, ExecVerdict, runnable_code, summarize
+from apirl.execution.hub_plan import plan_checkpoint
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
-from apirl.execution.offline_hub import (
-    OfflineHub,
-    fit_vocabulary,
-    plan_checkpoint,
-    shrink_config,
-)
+from apirl.execution.offline_hub import OfflineHub
+from apirl.execution.tiny_checkpoints import fit_vocabulary, shrink_config
 
 SENTIMENT = "distilbert-base-uncased-finetuned-sst-2-english"
 GOLD = ("from transformers import pipeline\n"

@@ -31,7 +31,6 @@ Design rules:
 from __future__ import annotations
 
 import ast
-import bisect
 import builtins
 import importlib
 import importlib.util
@@ -40,20 +39,17 @@ import keyword
 import random
 import re
 import tokenize
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 from apirl.code_facts import (
-    AUXILIARY_RE,
-    MODEL_KEYWORDS,
     dotted_name,
-    looks_like_hub_id,
     root_name,
     strip_revision,
 )
 from apirl.execution.installed import import_installed
+from apirl.execution.mutant_context import Context, Edit, Import, Source, apply_edits, node_end, node_pos, shorten
 
 __all__ = ["MUTANT_KINDS", "Mutant", "make_mutants"]
 
@@ -101,7 +97,7 @@ def make_mutants(code: str, *, known_model_ids: Collection[str], seed: int = 0) 
     if not isinstance(code, str):
         raise TypeError(f"code must be a str, got {type(code).__name__}")
     try:
-        ctx = _Context.build(code, known_model_ids)
+        ctx = Context.build(code, known_model_ids)
     except Exception:  # does not parse (SyntaxError, null bytes, surrogates, nesting too deep)
         return []
     if ctx is None:
@@ -131,237 +127,10 @@ def _is_valid(mutant: Mutant, original: str) -> bool:
     return mutant.kind != "syntax_error"
 
 
-# --- source positions and edits -------------------------------------------------------------------------
-
-
-class _Source:
-    """The text with line starts, to turn AST positions (line, UTF-8 byte column) into string offsets.
-
-    Lines are split on '\\r\\n', '\\r' and '\\n' only, as the Python tokenizer does (str.splitlines would also
-    split on form feeds and other separators and shift every later line).
-    """
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.starts = [0] + [match.end() for match in re.finditer(r"\r\n|\r|\n", text)]
-
-    def offset(self, lineno: int, col: int) -> int:
-        start = self.starts[lineno - 1]
-        end = self.starts[lineno] if lineno < len(self.starts) else len(self.text)
-        line = self.text[start:end]
-        if line.isascii():
-            return start + col
-        return start + len(line.encode("utf-8")[:col].decode("utf-8"))
-
-    def span(self, node: ast.AST) -> tuple[int, int]:
-        return (self.offset(node.lineno, node.col_offset),  # type: ignore[attr-defined]
-                self.offset(node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
-
-    def segment(self, node: ast.AST) -> str:
-        start, end = self.span(node)
-        return self.text[start:end]
-
-    def line_of(self, offset: int) -> int:
-        """The 1-based line number holding a string offset."""
-        return bisect.bisect_right(self.starts, offset)
-
-    def line_span(self, lineno: int) -> tuple[int, int]:
-        """Start of the line and start of the next one (the end of the text for the last line)."""
-        end = self.starts[lineno] if lineno < len(self.starts) else len(self.text)
-        return self.starts[lineno - 1], end
-
-
-_Edit = tuple[int, int, str]  # replace text[start:end] by the string
-
-
-def _apply(text: str, edits: list[_Edit]) -> str:
-    """Apply non-overlapping edits; overlapping ones are a bug of the caller."""
-    ordered = sorted(edits, reverse=True)
-    for (_, end, _), (next_start, _, _) in zip(ordered[1:], ordered, strict=False):
-        if end > next_start:
-            raise ValueError("overlapping edits")
-    for start, end, replacement in ordered:
-        text = text[:start] + replacement + text[end:]
-    return text
-
-
-def _pos(node: ast.AST) -> tuple[int, int]:
-    return node.lineno, node.col_offset  # type: ignore[attr-defined]
-
-
-def _end(node: ast.AST) -> tuple[int, int]:
-    return node.end_lineno, node.end_col_offset  # type: ignore[attr-defined]
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-# --- what the code contains -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Import:
-    """One name bound by an import: `local` is the name the code uses."""
-
-    stmt: ast.Import | ast.ImportFrom
-    alias: ast.alias
-    local: str
-    module: str  # from-import: the module the name comes from; import: the module bound (a.b for `import a.b`)
-
-
-@dataclass
-class _Context:
-    """Everything the mutation builders need, computed once per snippet."""
-
-    code: str
-    tree: ast.Module
-    src: _Source
-    known: frozenset[str]  # lower-cased known model ids
-    strings: list[ast.Constant]  # str literals outside f-strings, in source order
-    calls: list[ast.Call]  # in source order
-    imports: list[_Import]
-    bindings: Counter[str]  # how many times each name is bound anywhere (imports, assignments, defs, args...)
-    words: frozenset[str]  # every word of the text: a new name must not collide with any
-    assigned: dict[str, set[str]] = field(default_factory=dict)  # variable -> str literals assigned to it
-    model_ids: list[str] = field(default_factory=list)  # the model ids the code uses, preferred first
-    main_call: ast.Call | None = None
-
-    @classmethod
-    def build(cls, code: str, known_model_ids: Collection[str]) -> _Context | None:
-        tree = ast.parse(code)
-        if not tree.body:
-            return None
-        in_fstring = {id(sub) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
-                      for sub in ast.walk(node) if sub is not node}
-        strings = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Constant)
-                          and isinstance(node.value, str) and id(node) not in in_fstring), key=_pos)
-        calls = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Call)),
-                       key=lambda node: (_pos(node), tuple(-x for x in _end(node))))
-        ctx = cls(code=code, tree=tree, src=_Source(code),
-                  known=frozenset(str(item).lower() for item in known_model_ids),
-                  strings=strings, calls=calls, imports=list(_imports(tree)), bindings=_bindings(tree),
-                  words=frozenset(re.findall(r"\w+", code)), assigned=_assigned_strings(tree))
-        ctx.model_ids = ctx._find_model_ids()
-        ctx.main_call = ctx._find_main_call()
-        return ctx
-
-    def passed_strings(self, call: ast.Call, *, model_slots_only: bool = False) -> Iterator[str]:
-        """The str values a call receives as literals or through a variable assigned a literal."""
-        args: list[ast.expr] = []
-        if model_slots_only:
-            args += call.args[:1]
-            args += [kw.value for kw in call.keywords if kw.arg in MODEL_KEYWORDS]
-        else:
-            args += call.args
-            args += [kw.value for kw in call.keywords]
-        for arg in args:
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                yield arg.value
-            elif isinstance(arg, ast.Name):
-                yield from sorted(self.assigned.get(arg.id, ()))
-
-    def _find_model_ids(self) -> list[str]:
-        """Literals equal to a known id (those passed to a call first); else `org/name` literals a call loads."""
-        known_hits = list(dict.fromkeys(
-            s.value for s in self.strings if strip_revision(s.value).lower() in self.known))
-        if known_hits:
-            passed = [v for call in self.calls for v in self.passed_strings(call) if v in known_hits]
-            return list(dict.fromkeys(passed + known_hits))
-        literals = {s.value for s in self.strings}
-        return list(dict.fromkeys(
-            value for call in self.calls for value in self.passed_strings(call, model_slots_only=True)
-            if value in literals and looks_like_hub_id(value)))
-
-    def _find_main_call(self) -> ast.Call | None:
-        """The first call loading the model id (a model, not its tokenizer, when both are loaded); else the last
-        call of an imported name."""
-        if self.model_ids:
-            receiving = [call for call in self.calls if self.model_ids[0] in set(self.passed_strings(call))]
-            models = [call for call in receiving if not AUXILIARY_RE.search(self.src.segment(call.func))]
-            if models or receiving:
-                return (models or receiving)[0]
-        imported = {imp.local for imp in self.imports}
-        candidates = [call for call in self.calls if (root := root_name(call.func)) and root.id in imported]
-        return candidates[-1] if candidates else None
-
-    def loads(self, name: str) -> list[ast.Name]:
-        return [node for node in ast.walk(self.tree)
-                if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)]
-
-    def main_call_names(self) -> list[str]:
-        """Names the main call uses: its callee's root first, then the names in its arguments."""
-        if self.main_call is None:
-            return []
-        names = []
-        root = root_name(self.main_call.func)
-        if root is not None:
-            names.append(root.id)
-        names += [node.id for node in sorted(self.loads_in(self.main_call), key=_pos)]
-        return list(dict.fromkeys(names))
-
-    @staticmethod
-    def loads_in(node: ast.AST) -> list[ast.Name]:
-        return [sub for sub in ast.walk(node) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load)]
-
-
-def _imports(tree: ast.Module) -> Iterator[_Import]:
-    nodes = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)), key=_pos)
-    for stmt in nodes:
-        for alias in stmt.names:
-            if isinstance(stmt, ast.ImportFrom):
-                if alias.name == "*" or stmt.level or not stmt.module or stmt.module == "__future__":
-                    continue
-                yield _Import(stmt, alias, alias.asname or alias.name, stmt.module)
-            elif alias.asname:
-                yield _Import(stmt, alias, alias.asname, alias.name)
-            else:
-                yield _Import(stmt, alias, alias.name.split(".")[0], alias.name)
-
-
-def _bindings(tree: ast.Module) -> Counter[str]:
-    """How often each name is bound anywhere in the code, all scopes together (a conservative count)."""
-    counts: Counter[str] = Counter()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            counts[node.id] += 1
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            counts[node.name] += 1
-        elif isinstance(node, ast.arg):
-            counts[node.arg] += 1
-        elif isinstance(node, ast.alias):
-            counts[node.asname or node.name.split(".")[0]] += 1
-        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
-            counts[node.name] += 1
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            counts[node.rest] += 1
-        elif isinstance(node, ast.Global | ast.Nonlocal):
-            counts.update(node.names)
-    return counts
-
-
-def _assigned_strings(tree: ast.Module) -> dict[str, set[str]]:
-    """Variables assigned a str literal (`model_id = 'org/name'`), with the literals."""
-    out: dict[str, set[str]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        else:
-            continue
-        if isinstance(value, ast.Constant) and isinstance(value.value, str):
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    out.setdefault(target.id, set()).add(value.value)
-    return out
-
-
 # --- 1. unknown_model_id --------------------------------------------------------------------------------
 
 
-def _unknown_model_id(ctx: _Context, rng: random.Random) -> Mutant | None:
+def _unknown_model_id(ctx: Context, rng: random.Random) -> Mutant | None:
     """Replace every literal of the (first) model id by a plausible id that is not known."""
     if not ctx.model_ids:
         return None
@@ -374,7 +143,7 @@ def _unknown_model_id(ctx: _Context, rng: random.Random) -> Mutant | None:
     if new is None:
         return None
     nodes = [s for s in ctx.strings if s.value == old]
-    code = _apply(ctx.code, [_replace_literal(ctx.src, node, new) for node in nodes])
+    code = apply_edits(ctx.code, [_replace_literal(ctx.src, node, new) for node in nodes])
     times = f" ({len(nodes)} occurrences)" if len(nodes) > 1 else ""
     return Mutant("unknown_model_id", code, f"model id {old!r} -> {new!r}{times}")
 
@@ -403,7 +172,7 @@ def _base_id_candidates(model_id: str) -> list[str]:
     return candidates
 
 
-def _replace_literal(src: _Source, node: ast.Constant, value: str) -> _Edit:
+def _replace_literal(src: Source, node: ast.Constant, value: str) -> Edit:
     """Replace a str literal's value, keeping its prefix and quotes when the body is the value verbatim."""
     start, end = src.span(node)
     segment = src.text[start:end]
@@ -428,12 +197,12 @@ class _NameTarget:
     what: str
 
 
-def _unknown_name(ctx: _Context, rng: random.Random) -> Mutant | None:
+def _unknown_name(ctx: Context, rng: random.Random) -> Mutant | None:
     """Rename a used library name, in its import and at every use, to a name the library does not have."""
     for target in sorted(_name_targets(ctx), key=lambda t: t.rank):
         new = _missing_name(target.module, target.name, ctx, rng)
         if new is not None:
-            code = _apply(ctx.code, [(start, end, new) for start, end in target.spans])
+            code = apply_edits(ctx.code, [(start, end, new) for start, end in target.spans])
             return Mutant("unknown_name", code,
                           f"name {target.name!r} of {target.module} -> {new!r} ({target.what})")
     return None
@@ -444,7 +213,7 @@ def _library_rank(module: str) -> int:
     return 0 if top == "transformers" else 1 if top in _HF_LIBRARIES else 2
 
 
-def _name_targets(ctx: _Context) -> Iterator[_NameTarget]:
+def _name_targets(ctx: Context) -> Iterator[_NameTarget]:
     """From-imported names, then attributes of imported modules (`transformers.pipeline`), that the code uses.
 
     Ranked: the name the main call uses first, then transformers, the other HF libraries, any module.
@@ -456,7 +225,7 @@ def _name_targets(ctx: _Context) -> Iterator[_NameTarget]:
         start = ctx.src.offset(imp.alias.lineno, imp.alias.col_offset)
         if ctx.code[start:start + len(imp.alias.name)] != imp.alias.name:
             continue
-        uses = [node for node in ctx.loads(imp.local) if _pos(node) >= _end(imp.stmt)]
+        uses = [node for node in ctx.loads(imp.local) if node_pos(node) >= node_end(imp.stmt)]
         if not uses:
             continue
         spans = [(start, start + len(imp.alias.name))]
@@ -472,7 +241,7 @@ def _name_targets(ctx: _Context) -> Iterator[_NameTarget]:
     yield from _attribute_targets(ctx)
 
 
-def _attribute_targets(ctx: _Context) -> Iterator[_NameTarget]:
+def _attribute_targets(ctx: Context) -> Iterator[_NameTarget]:
     """`module.attr` accesses of modules bound by `import module` (or `import module as m`)."""
     modules: dict[str, str] = {}  # dotted text in the code -> module it names
     for imp in ctx.imports:
@@ -508,7 +277,7 @@ def _attribute_targets(ctx: _Context) -> Iterator[_NameTarget]:
             spans.append((end - len(attr), end))
         else:
             in_main = any(id(node) in main_nodes for node in nodes)
-            first = min(_pos(node) for node in nodes)
+            first = min(node_pos(node) for node in nodes)
             uses = f"{len(nodes)} use{'s' if len(nodes) > 1 else ''}"
             yield _NameTarget(module, attr, tuple(spans), (1 if in_main else 3, _library_rank(module), *first),
                               f"attribute, {uses}")
@@ -536,7 +305,7 @@ def _name_candidates(name: str, rng: random.Random) -> list[str]:
     return out
 
 
-def _missing_name(module: str, name: str, ctx: _Context, rng: random.Random) -> str | None:
+def _missing_name(module: str, name: str, ctx: Context, rng: random.Random) -> str | None:
     for candidate in _name_candidates(name, rng):
         if (candidate == name or not candidate.isidentifier() or keyword.iskeyword(candidate)
                 or candidate in ctx.words or candidate in _BUILTIN_NAMES):
@@ -580,7 +349,7 @@ def _module_dir(module: str) -> frozenset[str]:
 # --- 3. unknown_kwarg -----------------------------------------------------------------------------------
 
 
-def _unknown_kwarg(ctx: _Context, rng: random.Random) -> Mutant | None:
+def _unknown_kwarg(ctx: Context, rng: random.Random) -> Mutant | None:
     """Add a plausible keyword argument that the callee does not take to the main call."""
     call = ctx.main_call
     if call is None:
@@ -592,11 +361,11 @@ def _unknown_kwarg(ctx: _Context, rng: random.Random) -> Mutant | None:
     edit = _insert_keyword(ctx, call, f"{name}={value}")
     if edit is None:
         return None
-    return Mutant("unknown_kwarg", _apply(ctx.code, [edit]),
-                  f"keyword {name}={value} added to {_short(ctx.src.segment(call.func))}(...)")
+    return Mutant("unknown_kwarg", apply_edits(ctx.code, [edit]),
+                  f"keyword {name}={value} added to {shorten(ctx.src.segment(call.func))}(...)")
 
 
-def _insert_keyword(ctx: _Context, call: ast.Call, keyword_text: str) -> _Edit | None:
+def _insert_keyword(ctx: Context, call: ast.Call, keyword_text: str) -> Edit | None:
     """The edit that adds `keyword_text` as the call's last argument, in the call's own layout."""
     text = ctx.code
     close = ctx.src.span(call)[1] - 1
@@ -627,7 +396,7 @@ def _insert_keyword(ctx: _Context, call: ast.Call, keyword_text: str) -> _Edit |
     line_start = ctx.src.line_span(ctx.src.line_of(close))[0]
     close_starts_line = text[line_start:close].strip() == "" and "\n" in text[comma:close]
     if close_starts_line:  # one argument a line with a trailing comma: a new line in the same style
-        arg_line = ctx.src.line_span(max(arguments, key=_end).lineno)  # type: ignore[attr-defined]
+        arg_line = ctx.src.line_span(max(arguments, key=node_end).lineno)  # type: ignore[attr-defined]
         indent = re.match(r"[ \t]*", text[arg_line[0]:arg_line[1]]).group()  # type: ignore[union-attr]
         return line_start, line_start, f"{indent}{keyword_text},\n"
     return comma + 1, comma + 1, f" {keyword_text},"
@@ -636,12 +405,12 @@ def _insert_keyword(ctx: _Context, call: ast.Call, keyword_text: str) -> _Edit |
 # --- 4. missing_import ----------------------------------------------------------------------------------
 
 
-def _missing_import(ctx: _Context, rng: random.Random) -> Mutant | None:
+def _missing_import(ctx: Context, rng: random.Random) -> Mutant | None:
     """Remove the import of a name the main call uses (else of another used name), so that name is undefined."""
     del rng  # nothing to choose: the name is the main call's
     if any(isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names) for node in ast.walk(ctx.tree)):
         return None  # a star import might provide the name again
-    providers: dict[str, _Import] = {}
+    providers: dict[str, Import] = {}
     for imp in ctx.imports:
         providers.setdefault(imp.local, imp)
     names = ctx.main_call_names() + [imp.local for imp in ctx.imports]
@@ -649,17 +418,17 @@ def _missing_import(ctx: _Context, rng: random.Random) -> Mutant | None:
         imp = providers.get(name)
         if imp is None or ctx.bindings[name] != 1 or name in _BUILTIN_NAMES:
             continue
-        if not any(_pos(node) >= _end(imp.stmt) for node in ctx.loads(name)):
+        if not any(node_pos(node) >= node_end(imp.stmt) for node in ctx.loads(name)):
             continue
         edit = _remove_alias(ctx, imp)
         if edit is None:
             continue
-        statement = _short(ctx.src.segment(imp.stmt))
-        return Mutant("missing_import", _apply(ctx.code, [edit]), f"import of {name!r} removed from {statement!r}")
+        statement = shorten(ctx.src.segment(imp.stmt))
+        return Mutant("missing_import", apply_edits(ctx.code, [edit]), f"import of {name!r} removed from {statement!r}")
     return None
 
 
-def _remove_alias(ctx: _Context, imp: _Import) -> _Edit | None:
+def _remove_alias(ctx: Context, imp: Import) -> Edit | None:
     """Remove one alias from its import; the whole statement when it is the only one."""
     aliases = imp.stmt.names
     if len(aliases) == 1:
@@ -677,7 +446,7 @@ def _remove_alias(ctx: _Context, imp: _Import) -> _Edit | None:
     return ctx.src.span(aliases[index - 1])[1], ctx.src.span(imp.alias)[1], ""  # from the previous alias's end
 
 
-def _remove_statement(ctx: _Context, stmt: ast.stmt) -> _Edit | None:
+def _remove_statement(ctx: Context, stmt: ast.stmt) -> Edit | None:
     """Delete a statement: its whole lines when alone on them, `pass` when its block would be left empty."""
     siblings = _siblings(ctx.tree, stmt)
     if siblings is None:
@@ -713,7 +482,7 @@ def _siblings(tree: ast.Module, stmt: ast.stmt) -> list[ast.stmt] | None:
 # --- 5. syntax_error ------------------------------------------------------------------------------------
 
 
-def _syntax_error(ctx: _Context, rng: random.Random) -> Mutant | None:
+def _syntax_error(ctx: Context, rng: random.Random) -> Mutant | None:
     """Delete the main call's closing parenthesis (else the last call's, a block's colon, or add a '(')."""
     del rng  # deterministic: the first edit that breaks the parse
     for code, description in _syntax_edits(ctx):
@@ -726,29 +495,29 @@ def _syntax_error(ctx: _Context, rng: random.Random) -> Mutant | None:
     return None
 
 
-def _syntax_edits(ctx: _Context) -> Iterator[tuple[str, str]]:
+def _syntax_edits(ctx: Context) -> Iterator[tuple[str, str]]:
     text = ctx.code
     calls = [ctx.main_call] if ctx.main_call is not None else []
     calls += [call for call in reversed(ctx.calls) if call is not ctx.main_call][:1]
     for call in calls:
         close = ctx.src.span(call)[1] - 1
         if text[close] == ")":
-            yield (_apply(text, [(close, close + 1, "")]),
-                   f"closing parenthesis of {_short(ctx.src.segment(call.func))}(...) on line {call.end_lineno} "
+            yield (apply_edits(text, [(close, close + 1, "")]),
+                   f"closing parenthesis of {shorten(ctx.src.segment(call.func))}(...) on line {call.end_lineno} "
                    "deleted")
     compound = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.AsyncFor, ast.While, ast.If,
                 ast.With, ast.AsyncWith, ast.Try)
-    blocks = sorted((node for node in ast.walk(ctx.tree) if isinstance(node, compound)), key=_pos)
+    blocks = sorted((node for node in ast.walk(ctx.tree) if isinstance(node, compound)), key=node_pos)
     for block in blocks[:1]:
         body_start = ctx.src.span(block.body[0])[0]
         colon = _header_colon(ctx, block, body_start)
         if colon is not None:
-            yield _apply(text, [(colon, colon + 1, "")]), f"colon of the block on line {block.lineno} deleted"
+            yield apply_edits(text, [(colon, colon + 1, "")]), f"colon of the block on line {block.lineno} deleted"
     first_end = ctx.src.span(ctx.tree.body[0])[1]
-    yield _apply(text, [(first_end, first_end, "(")]), f"unmatched '(' added on line {ctx.tree.body[0].end_lineno}"
+    yield apply_edits(text, [(first_end, first_end, "(")]), f"unmatched '(' added on line {ctx.tree.body[0].end_lineno}"
 
 
-def _header_colon(ctx: _Context, block: ast.stmt, body_start: int) -> int | None:
+def _header_colon(ctx: Context, block: ast.stmt, body_start: int) -> int | None:
     """The offset of the ':' that ends a block's header: the last ':' token before the body."""
     header = ctx.code[ctx.src.span(block)[0]:body_start]
     colon = None
@@ -765,5 +534,5 @@ def _header_colon(ctx: _Context, block: ast.stmt, body_start: int) -> int | None
     return offset if ctx.code[offset] == ":" else None
 
 
-_BUILDERS: tuple[Callable[[_Context, random.Random], Mutant | None], ...] = (
+_BUILDERS: tuple[Callable[[Context, random.Random], Mutant | None], ...] = (
     _unknown_model_id, _unknown_name, _unknown_kwarg, _missing_import, _syntax_error)
