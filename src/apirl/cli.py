@@ -18,15 +18,17 @@ from apirl.config import RunConfig, load_config
 from apirl.errors import InputError
 from apirl.jsonl import check_writable
 
-app = typer.Typer(help="apirl: RL from AI feedback for API-calling code LLMs.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-data_app = typer.Typer(help="The Gorilla data: statistics, splits, prepared examples.", no_args_is_help=True)
-eval_app = typer.Typer(help="Score responses files (AST match, ROUGE, CodeBLEU).", no_args_is_help=True)
-exec_app = typer.Typer(help="Executability: run code in the sandbox against the offline hub.", no_args_is_help=True)
+# No rich markup in help texts: they name config tables in brackets (`[rl]`), which markup would swallow.
+PLAIN_HELP = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(help="apirl: RL from AI feedback for API-calling code LLMs.", pretty_exceptions_enable=False,
+                  **PLAIN_HELP)
+data_app = typer.Typer(help="The Gorilla data: statistics, splits, prepared examples.", **PLAIN_HELP)
+eval_app = typer.Typer(help="Score responses files (AST match, ROUGE, CodeBLEU).", **PLAIN_HELP)
+exec_app = typer.Typer(help="Executability: run code in the sandbox against the offline hub.", **PLAIN_HELP)
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 feedback_app = typer.Typer(help="AI feedback: sample from the policy, judge, label, pair; calibrate the judges.",
-                            invoke_without_command=True)
+                            invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(exec_app, name="exec")
 app.add_typer(feedback_app, name="feedback")
 
