@@ -72,7 +72,7 @@ def test_llama_cpp_server_judges_through_the_openai_api(tmp_path: Path) -> None:
         judge = OpenAIJudge(base_url, model=gguf.name, api_key="none", concurrency=2, max_retries=2)
         items = [(Sample(name, "Classify the sentiment of a review.", text), question(key))
                  for name, text in (("good", GOOD), ("broken", BROKEN)) for key in ("syntax", "imports")]
-        judged = judge.answer_all_sync(items)
+        judged = judge.answer_many(items)
     finally:
         server.terminate()
         try:

@@ -9,7 +9,7 @@ import pytest
 from apirl.data.apidb import ApiDatabase, ApiRow
 from apirl.feedback.local_judge import LocalJudge, answer_token_ids
 from apirl.feedback.questions import QUESTIONS, question
-from apirl.feedback.types import Answer, Sample
+from apirl.feedback.types import Answer, JudgedAnswer, Sample
 
 SAMPLES = [
     Sample("short", "Classify a review.", "<<<code>>>: from transformers import pipeline"),
@@ -46,12 +46,16 @@ def test_yes_and_no_token_ids(judge: LocalJudge) -> None:
     assert all("no".startswith(decode([i]).strip().lower()) for i in no)
 
 
-def test_p_yes_for_each_item(judge: LocalJudge) -> None:
+def test_p_yes_for_each_item(judge: LocalJudge, monkeypatch: pytest.MonkeyPatch) -> None:
     items = [(sample, q) for sample in SAMPLES for q in QUESTIONS[:3]]
-    answers = judge.answer_many(items)
-    assert len(answers) == len(items)
-    for answer, (_, q) in zip(answers, items, strict=True):
-        assert isinstance(answer, Answer)
+    monkeypatch.setattr(judge, "batch_size", 1)  # chunks of 4 items: 9 items are 3 chunks
+    arrived: list[tuple[int, JudgedAnswer]] = []
+    judged = judge.answer_many(items, on_answer=lambda i, j: arrived.append((i, j)))
+    assert arrived == list(enumerate(judged))  # each handed over once, in order
+    assert len(judged) == len(items)
+    for result, (_, q) in zip(judged, items, strict=True):
+        answer = result.answer
+        assert isinstance(answer, Answer) and (result.prompt_tokens, result.completion_tokens) == (0, 0)
         assert (answer.question, answer.judge) == (q.key, "local")
         assert answer.p_yes is not None and 0.0 <= answer.p_yes <= 1.0
         assert answer.value is (answer.p_yes >= 0.5)
@@ -60,8 +64,8 @@ def test_p_yes_for_each_item(judge: LocalJudge) -> None:
 
 def test_batching_changes_nothing(judge: LocalJudge) -> None:
     items = [(sample, q) for sample in SAMPLES for q in (question("imports"), question("task"))]
-    batched = [a.p_yes for a in judge.answer_many(items)]  # batches of 4 prompts of different lengths
-    alone = [judge.answer_many([item])[0].p_yes for item in items]
+    batched = [j.answer.p_yes for j in judge.answer_many(items)]  # batches of 4 prompts of different lengths
+    alone = [judge.answer_many([item])[0].answer.p_yes for item in items]
     assert batched == pytest.approx(alone, abs=1e-5)
     assert len(set(batched)) > 1  # different prompts, different answers: the positions were not mixed up
 
@@ -80,8 +84,8 @@ def test_plain_prompt_without_a_chat_template(judge: LocalJudge, monkeypatch: py
     assert text.startswith("System: You are a strict reviewer")
     assert "\n\nUser: Instruction:\nClassify a review." in text
     assert text.endswith("Answer Yes or No.\n\nAnswer:")
-    [answer] = judge.answer_many([(SAMPLES[0], question("syntax"))])
-    assert answer.p_yes is not None and 0.0 <= answer.p_yes <= 1.0
+    [judged] = judge.answer_many([(SAMPLES[0], question("syntax"))])
+    assert judged.answer.p_yes is not None and 0.0 <= judged.answer.p_yes <= 1.0
 
 
 def test_grounding(api_db: ApiDatabase) -> None:

@@ -18,9 +18,9 @@ import pytest
 
 from apirl.data.apidb import ApiDatabase, ApiRow
 from apirl.errors import InputError
-from apirl.feedback.openai_judge import JudgedAnswer, JudgeRequestError, JudgeUnavailable, OpenAIJudge
+from apirl.feedback.openai_judge import JudgeRequestError, JudgeUnavailable, OpenAIJudge
 from apirl.feedback.questions import QUESTIONS, question
-from apirl.feedback.types import Sample
+from apirl.feedback.types import JudgedAnswer, Sample
 
 SAMPLE = Sample("s1", "Tell me whether this review is positive.",
                 "<<<code>>>: from transformers import pipeline\n"
@@ -170,7 +170,7 @@ def user_message(body: dict[str, Any]) -> str:
 def test_logprobs_give_p_yes_and_usage(serve) -> None:
     server = serve([Reply(content="Yes", top=[("Yes", 0.6), ("No", 0.2), (" yes", 0.1), ("**", 0.1)],
                           usage=(42, 1))])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert isinstance(judged, JudgedAnswer)
     assert judged.answer.p_yes == pytest.approx(0.7 / 0.9)
     assert judged.answer.value is True
@@ -188,28 +188,28 @@ def test_logprobs_give_p_yes_and_usage(serve) -> None:
 def test_logprobs_after_markdown_read_the_answer_position(serve) -> None:
     server = serve([Reply(content="**No**", positions=[("**", [("**", 0.9), ("The", 0.1)]),
                                                         ("No", [("No", 0.75), ("Yes", 0.25)])])])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert judged.answer.p_yes == pytest.approx(0.25)
     assert judged.answer.value is False
 
 
 def test_without_logprobs_the_text_is_parsed(serve) -> None:
     server = serve([Reply(content="No, `clf` is fine but nothing prints.", top=None, usage=None)])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert (judged.answer.value, judged.answer.p_yes) == (False, None)
     assert (judged.prompt_tokens, judged.completion_tokens) == (0, 0)
 
 
 def test_logprobs_without_answer_tokens_fall_back_to_the_text(serve) -> None:
     server = serve([Reply(content="The answer is yes", top=[("The", 0.9), ("**", 0.1)])])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert (judged.answer.value, judged.answer.p_yes) == (True, None)
 
 
 @pytest.mark.parametrize("content", ["Maybe", "", None])
 def test_unparseable_answer_is_unknown_not_an_error(serve, content: str | None) -> None:
     server = serve([Reply(content=content, top=None)])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert (judged.answer.value, judged.answer.p_yes) == (None, None)
     assert judged.answer.detail.startswith("unparseable:")
     assert len(server.requests) == 1  # an odd answer is not retried
@@ -222,10 +222,10 @@ def test_answers_keep_the_order_of_the_items(serve) -> None:
 
     server = serve(by_question)
     items = [(SAMPLE, q) for q in QUESTIONS]
-    judged = judge_for(server.url, concurrency=4).answer_all_sync(items)
+    judged = judge_for(server.url, concurrency=4).answer_many(items)
     assert [j.answer.question for j in judged] == [q.key for q in QUESTIONS]
     assert [j.answer.value for j in judged] == [q.key in ("syntax", "defined_names") for q in QUESTIONS]
-    assert judge_for(server.url).answer_all_sync([]) == []
+    assert judge_for(server.url).answer_many([]) == []
 
 
 # --- retries and failures -----------------------------------------------------------------------------------
@@ -233,21 +233,21 @@ def test_answers_keep_the_order_of_the_items(serve) -> None:
 
 def test_429_twice_then_ok(serve) -> None:
     server = serve([Reply(status=429), Reply(status=429), Reply(content="Yes")])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert judged.answer.value is True
     assert len(server.requests) == 3
 
 
 def test_500_then_ok(serve) -> None:
     server = serve([Reply(status=500), Reply(content="No")])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert judged.answer.value is False
     assert len(server.requests) == 2
 
 
 def test_a_timeout_is_retried(serve) -> None:
     server = serve([Reply(content="Yes", delay=2.0), Reply(content="No")])
-    [judged] = judge_for(server.url, timeout_s=0.3).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url, timeout_s=0.3).answer_many([(SAMPLE, IMPORTS)])
     assert judged.answer.value is False
     assert len(server.requests) == 2
 
@@ -257,7 +257,7 @@ def test_server_down_stops_with_a_clear_error() -> None:
     items = [(SAMPLE, q) for q in QUESTIONS]
     start = time.monotonic()
     with pytest.raises(JudgeUnavailable) as caught:
-        judge_for(url, max_retries=2).answer_all_sync(items)
+        judge_for(url, max_retries=2).answer_many(items)
     assert time.monotonic() - start < 10
     message = str(caught.value)
     assert url in message
@@ -270,7 +270,7 @@ def test_server_down_stops_with_a_clear_error() -> None:
 def test_a_server_that_keeps_failing_is_unavailable_after_the_retries(serve) -> None:
     server = serve([Reply(status=503)])
     with pytest.raises(JudgeUnavailable, match="HTTP 503"):
-        judge_for(server.url, max_retries=3).answer_all_sync([(SAMPLE, IMPORTS)])
+        judge_for(server.url, max_retries=3).answer_many([(SAMPLE, IMPORTS)])
     assert len(server.requests) == 4
 
 
@@ -278,10 +278,21 @@ def test_a_server_that_keeps_failing_is_unavailable_after_the_retries(serve) -> 
 def test_other_4xx_are_not_retried(serve, status: int, hint: str) -> None:
     server = serve([Reply(status=status), Reply(content="Yes")])
     with pytest.raises(JudgeRequestError) as caught:
-        judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+        judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert len(server.requests) == 1
     assert server.url in str(caught.value) and f"HTTP {status}" in str(caught.value)
     assert hint in str(caught.value)
+
+
+def test_each_answer_is_handed_over_as_it_arrives_before_a_failure(serve) -> None:
+    server = serve([Reply(content="Yes"), Reply(content="No"), Reply(status=401)])
+    arrived: list[tuple[int, JudgedAnswer]] = []
+    items = [(SAMPLE, q) for q in QUESTIONS[:3]]
+    with pytest.raises(JudgeRequestError):
+        judge_for(server.url, concurrency=1).answer_many(items, on_answer=lambda i, j: arrived.append((i, j)))
+    assert [(i, j.answer.question, j.answer.value) for i, j in arrived] == [(0, QUESTIONS[0].key, True),
+                                                                          (1, QUESTIONS[1].key, False)]
+    assert all(j.prompt_tokens == 50 for _, j in arrived)
 
 
 def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
@@ -302,7 +313,7 @@ def test_backoff_is_jittered_capped_and_honours_retry_after() -> None:
 
 def test_concurrency_is_bounded(serve) -> None:
     server = serve(lambda body: Reply(content="Yes", delay=0.2))
-    judged = judge_for(server.url, concurrency=3).answer_all_sync([(SAMPLE, q) for q in QUESTIONS[:7]])
+    judged = judge_for(server.url, concurrency=3).answer_many([(SAMPLE, q) for q in QUESTIONS[:7]])
     assert len(judged) == 7 and len(server.requests) == 7
     assert server.max_in_flight == 3
 
@@ -313,7 +324,7 @@ def test_grounding_puts_the_api_row_into_the_prompt(serve) -> None:
     api_db = ApiDatabase([ApiRow.from_json(i, row) for i, row in enumerate(API_ROWS)])
     server = serve([Reply(content="Yes")])
     judge = judge_for(server.url, grounding=True, api_db=api_db)
-    judge.answer_all_sync([(SAMPLE, question("api_exists"))])
+    judge.answer_many([(SAMPLE, question("api_exists"))])
     prompt = user_message(server.requests[0])
     assert f"api_call: {API_ROWS[0]['api_call']}" in prompt
     assert "description: DistilBERT fine-tuned on SST-2" in prompt
@@ -367,7 +378,7 @@ def test_hostile_replies_are_answers_or_unknowns(serve, tmp_path, raw: bytes, va
     from apirl.feedback.cache import JudgmentCache
 
     server = serve([Reply(raw=raw)])
-    [judged] = judge_for(server.url).answer_all_sync([(SAMPLE, IMPORTS)])
+    [judged] = judge_for(server.url).answer_many([(SAMPLE, IMPORTS)])
     assert judged.answer.value is value, judged
     assert judged.prompt_tokens == tokens
     assert judged.answer.p_yes is None or 0.0 <= judged.answer.p_yes <= 1.0
@@ -382,5 +393,5 @@ def test_a_dripping_server_is_cut_at_the_total_timeout(serve) -> None:
     server = serve([Reply(raw=completion("Yes") + b" " * 2000, drip_s=0.05)])
     started = time.monotonic()
     with pytest.raises(JudgeUnavailable, match="TimeoutError"):
-        judge_for(server.url, timeout_s=1, max_retries=1).answer_all_sync([(SAMPLE, IMPORTS)])
+        judge_for(server.url, timeout_s=1, max_retries=1).answer_many([(SAMPLE, IMPORTS)])
     assert time.monotonic() - started < 10  # two attempts of 1 s, not 2000 bytes x 50 ms

@@ -17,7 +17,6 @@ of the calibration table) and the tokens they used.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -29,15 +28,12 @@ from apirl.execution.executor import ExecVerdict
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.local_judge import LocalJudge
-from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL, JudgedAnswer, OpenAIJudge
+from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL, OpenAIJudge
 from apirl.feedback.questions import QUESTIONS, Question, question
 from apirl.feedback.tools import ToolsJudge
-from apirl.feedback.types import Answer, Sample
+from apirl.feedback.types import Answer, JudgedAnswer, Sample
 
 TOOLS = "tools"
-# The local judge is given this many items per call (several of its batches, so that its sorting by length
-# still saves padding): a kill loses at most one call's forward passes, never a stored answer.
-_LOCAL_CHUNK_BATCHES = 4
 
 
 @dataclass
@@ -65,6 +61,21 @@ class Judge(Protocol):
     def counts(self) -> JudgeCounts: ...
 
     def judge(self, samples: Sequence[Sample]) -> list[list[Answer]]: ...
+
+
+class LLMJudge(Protocol):
+    """What `CachedLLM` asks of an LLM judge (`LocalJudge`, `OpenAIJudge`), and what their tests call too."""
+
+    name: str
+
+    @property
+    def cache_model(self) -> str: ...
+
+    def answer_many(self, items: Sequence[tuple[Sample, Question]],
+                    on_answer: Callable[[int, JudgedAnswer], None] | None = None) -> list[JudgedAnswer]:
+        """The answers to these (sample, question) pairs, in their order; each also handed to
+        `on_answer(position, answer)` as soon as it is known, so the cache keeps it if the rest fails."""
+        ...
 
 
 def questions_of(config: FeedbackConfig) -> tuple[Question, ...]:
@@ -125,7 +136,7 @@ class CachedTools:
 class CachedLLM:
     """An LLM judge (in-process or behind an OpenAI-compatible server) with every answer cached."""
 
-    def __init__(self, llm: LocalJudge | OpenAIJudge, cache: JudgmentCache, questions: Sequence[Question]) -> None:
+    def __init__(self, llm: LLMJudge, cache: JudgmentCache, questions: Sequence[Question]) -> None:
         self.llm = llm
         self.name: str = llm.name
         self.model: str = llm.cache_model
@@ -159,60 +170,25 @@ class CachedLLM:
         misses = [indices[0] for indices in repeats.values()]
         self.counts.cached += len(items) - len(misses)
 
-        def store(index: int, answer: Answer, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-            sample, q = items[index]
-            self.cache.put(answer, model, sample.instruction, sample.completion, prompt_tokens=prompt_tokens,
-                           completion_tokens=completion_tokens)
+        def store(position: int, judged: JudgedAnswer) -> None:
+            sample, q = items[misses[position]]
+            self.cache.put(judged.answer, model, sample.instruction, sample.completion,
+                           prompt_tokens=judged.prompt_tokens, completion_tokens=judged.completion_tokens)
             for same in repeats[(sample.instruction, sample.completion, q.key)]:
-                out[same] = answer
+                out[same] = judged.answer
             self.counts.made += 1
-            self.counts.tokens += prompt_tokens + completion_tokens
+            self.counts.tokens += judged.prompt_tokens + judged.completion_tokens
 
         if not misses:
             return [answer for answer in out if answer is not None]
         started = time.perf_counter()
         try:
-            if isinstance(self.llm, OpenAIJudge):
-                asyncio.run(ask_openai(self.llm, [items[i] for i in misses],
-                                       lambda j, judged: store(misses[j], judged.answer, judged.prompt_tokens,
-                                                               judged.completion_tokens)))
-            else:
-                chunk = self.llm.batch_size * _LOCAL_CHUNK_BATCHES
-                for start in range(0, len(misses), chunk):
-                    part = misses[start:start + chunk]
-                    for index, answer in zip(part, self.llm.answer_many([items[i] for i in part]), strict=True):
-                        store(index, answer)
+            self.llm.answer_many([items[i] for i in misses], on_answer=store)  # stored as they arrive
         finally:
             self.counts.seconds += time.perf_counter() - started
         answers = [answer for answer in out if answer is not None]
         assert len(answers) == len(items)  # every miss was asked, or the asking raised
         return answers
-
-
-async def ask_openai(judge: OpenAIJudge, items: Sequence[tuple[Sample, Question]],
-                     on_answer: Callable[[int, JudgedAnswer], None]) -> None:
-    """`judge.answer_many`, but each answer is handed to `on_answer(position, answer)` as soon as it arrives
-    (answer_many returns all or nothing: a server dying at 90% would lose the 90% answered). Raises what
-    answer_many raises, after cancelling the requests still running."""
-    from openai import AsyncOpenAI
-
-    async with AsyncOpenAI(base_url=judge.base_url, api_key=judge.api_key, timeout=judge.timeout_s,
-                           max_retries=0) as client:
-        semaphore = asyncio.Semaphore(judge.concurrency)
-
-        async def one(position: int, sample: Sample, q: Question) -> None:
-            async with semaphore:
-                judged = await judge._answer(client, sample, q)  # the retrying single request of answer_many
-            on_answer(position, judged)
-
-        tasks = [asyncio.create_task(one(position, sample, q)) for position, (sample, q) in enumerate(items)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
 
 
 class HybridJudge:

@@ -10,23 +10,26 @@ the same spellings of "no") whose text is a prefix of the word: with SmolLM2's t
 which counts, while a bare space or byte that starts a spelling would not. An id in both sets is dropped.
 
 Batches are left-padded (the tokenizer from `load_tokenizer` pads left) with explicit position ids, so that a
-prompt scores the same alone and in a batch.
+prompt scores the same alone and in a batch. The items are taken a chunk of several batches at a time (sorted by
+length within it, to save padding) and each chunk's answers are handed over when it is done: a kill loses at
+most one chunk's forward passes, never an answer already handed to the cache.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from apirl.data.apidb import ApiDatabase
 from apirl.feedback.prompts import grounding_for, judge_messages
 from apirl.feedback.questions import Question
-from apirl.feedback.types import Answer, Sample
+from apirl.feedback.types import Answer, JudgedAnswer, Sample
 from apirl.models.load import SMOLLM2, load_model, load_tokenizer, resolve_model
 
 JUDGE = "local"
 _SPELLINGS = ("{w}", " {w}", "{W}", " {W}", "{WW}", " {WW}")
+_CHUNK_BATCHES = 4  # batches per chunk (see the module docstring)
 
 
 def answer_token_ids(tokenizer: Any) -> tuple[frozenset[int], frozenset[int]]:
@@ -90,12 +93,21 @@ class LocalJudge:
         system, user = messages[0]["content"], messages[1]["content"]
         return f"System: {system}\n\nUser: {user}\n\nAnswer:"
 
-    def answer_many(self, items: Sequence[tuple[Sample, Question]]) -> list[Answer]:
-        """The answers to these (sample, question) pairs, in their order."""
-        texts = [self.prompt_text(sample, question) for sample, question in items]
-        p_yes = self.p_yes_many(texts)
-        return [Answer(question.key, p >= 0.5, p, JUDGE, f"P(yes)={p:.3f}")
-                for (_, question), p in zip(items, p_yes, strict=True)]
+    def answer_many(self, items: Sequence[tuple[Sample, Question]],
+                    on_answer: Callable[[int, JudgedAnswer], None] | None = None) -> list[JudgedAnswer]:
+        """The answers to these (sample, question) pairs, in their order, each also handed to
+        `on_answer(position, answer)` once its chunk is done (see the module docstring). No token counts."""
+        out: list[JudgedAnswer] = []
+        chunk = self.batch_size * _CHUNK_BATCHES
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            p_yes = self.p_yes_many([self.prompt_text(sample, question) for sample, question in part])
+            for (_, question), p in zip(part, p_yes, strict=True):
+                judged = JudgedAnswer(Answer(question.key, p >= 0.5, p, JUDGE, f"P(yes)={p:.3f}"))
+                if on_answer is not None:
+                    on_answer(len(out), judged)
+                out.append(judged)
+        return out
 
     def p_yes_many(self, texts: Sequence[str]) -> list[float]:
         """P(yes) after each prompt text, batched by length (less padding) and returned in the texts' order."""

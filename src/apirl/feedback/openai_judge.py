@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from apirl.errors import InputError
 from apirl.feedback.parse import p_yes_from_logprobs, parse_yes_no, token_class
 from apirl.feedback.prompts import grounding_for, judge_messages
 from apirl.feedback.questions import Question
-from apirl.feedback.types import Answer, Sample
+from apirl.feedback.types import Answer, JudgedAnswer, Sample
 
 JUDGE = "openai"
 ENV_BASE_URL = "APIRL_JUDGE_BASE_URL"
@@ -46,15 +46,6 @@ class JudgeUnavailable(RuntimeError):
 
 class JudgeRequestError(RuntimeError):
     """The server refused a request in a way that retrying cannot fix (a 4xx other than 408/429)."""
-
-
-@dataclass(frozen=True)
-class JudgedAnswer:
-    """An answer and the tokens its request used (what `JudgmentCache.put` stores beside it)."""
-
-    answer: Answer
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 class OpenAIJudge:
@@ -106,9 +97,16 @@ class OpenAIJudge:
         grounding = grounding_for(sample.code, self.api_db) if self.grounding else None
         return judge_messages(sample, question, grounding)
 
-    async def answer_many(self, items: Sequence[tuple[Sample, Question]]) -> list[JudgedAnswer]:
-        """The answers to these (sample, question) pairs, in their order. Raises JudgeUnavailable or
+    def answer_many(self, items: Sequence[tuple[Sample, Question]],
+                    on_answer: Callable[[int, JudgedAnswer], None] | None = None) -> list[JudgedAnswer]:
+        """The answers to these (sample, question) pairs, in their order, each also handed to
+        `on_answer(position, answer)` the moment it arrives (a server dying at 90% loses none of the 90%).
+        The requests run `concurrency` at a time in an event loop of their own. Raises JudgeUnavailable or
         JudgeRequestError (after cancelling the requests still running) when the server fails."""
+        return asyncio.run(self._answer_many(items, on_answer))
+
+    async def _answer_many(self, items: Sequence[tuple[Sample, Question]],
+                           on_answer: Callable[[int, JudgedAnswer], None] | None) -> list[JudgedAnswer]:
         from openai import AsyncOpenAI
 
         # max_retries=0: the retry policy is ours (see the module docstring), not the client's.
@@ -116,11 +114,15 @@ class OpenAIJudge:
                                max_retries=0) as client:
             semaphore = asyncio.Semaphore(self.concurrency)
 
-            async def one(sample: Sample, question: Question) -> JudgedAnswer:
+            async def one(position: int, sample: Sample, question: Question) -> JudgedAnswer:
                 async with semaphore:
-                    return await self._answer(client, sample, question)
+                    judged = await self._answer(client, sample, question)
+                if on_answer is not None:
+                    on_answer(position, judged)
+                return judged
 
-            tasks = [asyncio.create_task(one(sample, question)) for sample, question in items]
+            tasks = [asyncio.create_task(one(position, sample, question))
+                     for position, (sample, question) in enumerate(items)]
             try:
                 return list(await asyncio.gather(*tasks))
             except BaseException:
@@ -128,10 +130,6 @@ class OpenAIJudge:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
-
-    def answer_all_sync(self, items: Sequence[tuple[Sample, Question]]) -> list[JudgedAnswer]:
-        """`answer_many` for callers without an event loop."""
-        return asyncio.run(self.answer_many(items))
 
     async def _answer(self, client: Any, sample: Sample, question: Question) -> JudgedAnswer:
         response = await self._create(client, self.messages(sample, question))

@@ -1,4 +1,5 @@
-"""What judges take and give: a sample, an answer to one question, and the score of a sample's answers."""
+"""What judges take and give: a sample, an answer to one question (with its token counts from an LLM judge), and
+the score of a sample's answers."""
 
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ class Answer:
         p = self.p_yes
         if p is not None and not (isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0):
             object.__setattr__(self, "p_yes", None)
+
+
+@dataclass(frozen=True)
+class JudgedAnswer:
+    """An LLM judge's answer and the tokens its request used (what `JudgmentCache.put` stores beside it; 0 when
+    the judge reports none, as the in-process one)."""
+
+    answer: Answer
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def answer_weight(answer: Answer) -> float:
