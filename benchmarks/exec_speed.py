@@ -16,9 +16,10 @@ import time
 from apirl.code_facts import model_ids_in_code
 from apirl.config import load_config
 from apirl.data.dataset import load_gorilla
+from apirl.data.stage import hub_evidence
 from apirl.execution.executor import Executor, summarize
 from apirl.execution.offline_hub import OfflineHub
-from apirl.execution.stage import gold_codes, hub_dir, hub_evidence
+from apirl.execution.stage import gold_codes, hub_dir
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     cfg = load_config(overrides=[f'eval.split="{args.split}"', f'execution.hub_dir="{args.hub_dir}"'])
     data = load_gorilla(cfg.data)
     codes, domains = gold_codes(cfg, data)
-    hub = OfflineHub(hub_dir(cfg), data.api_db, hub_evidence(data))
+    hub = OfflineHub(hub_dir(cfg.execution), data.api_db, hub_evidence(data))
     started = time.perf_counter()
     built = []
     hub.ensure([i for code in codes.values() for i in model_ids_in_code(code, hub.known)], on_built=built.append)

@@ -189,7 +189,7 @@ REAL_KEYS = (36, 69, 120, 299, 359, 402, 437, 579)  # distilbert, sentence-trans
 def test_real_gold_snippets_run_and_their_mutants_do_not(real_data_dir: Path, tmp_path: Path) -> None:
     from apirl.data.config import DataConfig
     from apirl.data.dataset import load_gorilla
-    from apirl.execution.stage import hub_evidence
+    from apirl.data.stage import hub_evidence
 
     data = load_gorilla(DataConfig(data_dir=str(real_data_dir)))
     codes = {str(q): runnable_code(data.records[q].output.code or "") for q in REAL_KEYS}

@@ -24,7 +24,7 @@ from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.judges import judge_label, make_judge
 from apirl.feedback.openai_judge import JudgeUnavailable
 from apirl.feedback.questions import QUESTIONS
-from apirl.feedback.run import feedback_row, judge_samples, make_pairs
+from apirl.feedback.stage import feedback_row, judge_samples, make_pairs
 from apirl.feedback.types import Answer, Sample
 
 QUIET = Console(quiet=True)
@@ -98,8 +98,9 @@ def test_config_rejects_unknown_questions_and_labels_judges() -> None:
 def test_sampling_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path: Path, monkeypatch) -> None:
     """A fake generator (no model): the first run dies after one batch, the rerun generates only the rest,
     a third run generates nothing, and other sampling settings start over."""
-    from apirl.config import RunConfig
-    from apirl.feedback import run
+    from apirl.feedback import stage as run
+    from apirl.feedback.config import FeedbackConfig
+    from apirl.models.config import ModelConfig
     from apirl.models.generation import GenerationStats
     from apirl.models.load import ModelSource
 
@@ -121,20 +122,23 @@ def test_sampling_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path: Path,
     monkeypatch.setattr(run, "load_tokenizer", lambda *args: object())
     source = ModelSource("fake", str(tmp_path / "model"), local=True)
     prompts = [{"example_id": f"e{i}", "prompt": f"###Instruction: task {i}\n###Output:"} for i in range(3)]
-    config = RunConfig.model_validate({"feedback": {"samples_per_prompt": 2, "batch_size": 4}})
+    feedback, model = FeedbackConfig(samples_per_prompt=2, batch_size=4), ModelConfig()
+
+    def sample(table: FeedbackConfig):
+        return run.sample_completions(table, model, 0, source, prompts, tmp_path, QUIET)
+
     with pytest.raises(KeyboardInterrupt):
-        run.sample_completions(config, source, prompts, tmp_path, QUIET)
+        sample(feedback)
     assert not (tmp_path / "samples.jsonl").exists() and len(calls) == 1
     kill["after"] = None
-    rows, stats = run.sample_completions(config, source, prompts, tmp_path, QUIET)
+    rows, stats = sample(feedback)
     assert (stats["generated"], stats["resumed"]) == (2, 4) and len(calls) == 2
     assert [row["sample_id"] for row in rows] == ["e0:0", "e0:1", "e1:0", "e1:1", "e2:0", "e2:1"]
     assert rows == [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert not (tmp_path / "samples.jsonl.partial").exists()
-    again, stats = run.sample_completions(config, source, prompts, tmp_path, QUIET)
+    again, stats = sample(feedback)
     assert again == rows and stats["generated"] == 0 and len(calls) == 2
-    hotter = config.model_copy(update={"feedback": config.feedback.model_copy(update={"temperature": 0.9})})
-    _rows, stats = run.sample_completions(hotter, source, prompts, tmp_path, QUIET)
+    _rows, stats = sample(feedback.model_copy(update={"temperature": 0.9}))
     assert (stats["generated"], stats["resumed"]) == (6, 0)  # another temperature: new samples
 
 
@@ -474,7 +478,8 @@ def test_calibration_with_execution_answers_logic_and_reuses_its_verdicts(
         raise AssertionError("the rerun must reuse the verdicts")
 
     monkeypatch.setattr(exec_run, "open_executor", no_executor)
-    again = invoke(args)
+    assert invoke(args) == report  # a stage: up to date, skipped, the same report
+    again = invoke([*args, "--force"])  # redone: the verdicts and the judgments are reused
     assert again["judgments_made"] == 0 and again["auc"] == report["auc"]
     static = invoke(["feedback", "calibrate", "--judge", "tools", "--limit", "3", *smoke(real_data_dir, runs)])
     assert static["judge"] == "tools" and static["per_question"]["logic"]["abstain_rate"] == 1.0

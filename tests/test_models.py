@@ -99,30 +99,46 @@ def smoke_config(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.integration
-def test_generate_writes_responses_the_evaluator_scores(smoke_config, tmp_path: Path) -> None:
+def test_generate_is_a_stage_whose_responses_the_evaluator_scores(smoke_config) -> None:
+    from apirl.data.dataset import load_gorilla
+    from apirl.data.stage import prepare_data
     from apirl.evaluate.responses import load_responses
-    from apirl.evaluate.run import evaluate_file
-    from apirl.models.generate_run import generate_split
+    from apirl.evaluate.stage import evaluate_file
+    from apirl.models.stage import run_generate
 
-    out = tmp_path / "responses.jsonl"
-    summary = generate_split(smoke_config, out)
+    cfg, layout = smoke_config, smoke_config.layout
+    prepare_data(cfg.data, layout, cfg.seed)
+    result = run_generate(cfg.generate, cfg.model, layout, cfg.seed, "tiny")
+    out = layout.responses("tiny")
+    summary = result.summary
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == summary["n"] == smoke_config.generate.limit
+    assert not result.skipped and (result.stage_dir / "manifest.json").is_file()
+    assert len(rows) == summary["n"] == cfg.generate.limit
     assert all(isinstance(r["question_id"], int) and isinstance(r["text"], str) for r in rows)
     assert summary["new_tokens"] > 0 and summary["resumed"] == 0
     assert len(load_responses(out)) == len(rows)
-    result, _rows = evaluate_file(out, smoke_config)
-    assert result["n"] == 272  # the whole test split; the ids not generated count as empty answers
+    result_again = run_generate(cfg.generate, cfg.model, layout, cfg.seed, "tiny")
+    assert result_again.skipped and result_again.summary == summary  # the summary of the run that made the file
+    scored, _rows = evaluate_file(out, cfg.eval, load_gorilla(cfg.data), cfg.data.split_dir)
+    assert scored["n"] == 272  # the whole test split; the ids not generated count as empty answers
     assert not out.with_name(out.name + ".partial").exists()
 
 
 @pytest.mark.integration
 def test_generate_resumes_an_interrupted_run(smoke_config, tmp_path: Path, monkeypatch) -> None:
-    import apirl.models.generate_run as generate_run
+    import apirl.models.stage as stage
+    from apirl.data.stage import prepare_data, read_examples
+
+    cfg = smoke_config
+    prepare_data(cfg.data, cfg.layout, cfg.seed)
+    examples, train = read_examples(cfg.layout, cfg.generate.split), read_examples(cfg.layout, "train")
+
+    def generate(out: Path) -> dict:
+        return stage.generate_responses(cfg.generate, cfg.model, cfg.seed, examples, train, out)
 
     full = tmp_path / "full.jsonl"
-    generate_run.generate_split(smoke_config, full)
-    real_batches = generate_run.generate_batches
+    generate(full)
+    real_batches = stage.generate_batches
 
     def killed_after_first_batch(*args, on_batch, **kwargs):
         def once(indices, texts, tokens):
@@ -132,14 +148,14 @@ def test_generate_resumes_an_interrupted_run(smoke_config, tmp_path: Path, monke
         return real_batches(*args, on_batch=once, **kwargs)
 
     out = tmp_path / "resumed.jsonl"
-    monkeypatch.setattr(generate_run, "generate_batches", killed_after_first_batch)
+    monkeypatch.setattr(stage, "generate_batches", killed_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
-        generate_run.generate_split(smoke_config, out)
+        generate(out)
     assert not out.exists() and out.with_name(out.name + ".partial").is_file()
-    monkeypatch.setattr(generate_run, "generate_batches", real_batches)
-    summary = generate_run.generate_split(smoke_config, out)
-    batch = smoke_config.generate.batch_size
-    assert summary["resumed"] == batch and summary["generated"] == smoke_config.generate.limit - batch
+    monkeypatch.setattr(stage, "generate_batches", real_batches)
+    summary = generate(out)
+    batch = cfg.generate.batch_size
+    assert summary["resumed"] == batch and summary["generated"] == cfg.generate.limit - batch
     assert out.read_text() == full.read_text()  # greedy: the same answers as the uninterrupted run
 
 

@@ -16,9 +16,9 @@ from apirl.errors import InputError
 from apirl.evaluate.paired import (
     compare,
     comparison_row,
-    details_name,
     load_details,
 )
+from apirl.rundir import RunLayout
 
 RUNNER = CliRunner()
 
@@ -82,7 +82,8 @@ def test_load_details_names_file_line_and_field(tmp_path: Path) -> None:
     _write(path, [{**_row(1, "correct"), "question_id": "1"}])
     with pytest.raises(InputError, match="question_id must be an integer"):
         load_details(path)
-    assert details_name("Gorilla-7B FT 0_shot") == "details/Gorilla-7B_FT_0_shot.jsonl"
+    expected = tmp_path / "eval" / "details" / "Gorilla-7B_FT_0_shot.jsonl"
+    assert RunLayout(tmp_path).eval_details("Gorilla-7B FT 0_shot") == expected
 
 
 def test_cli_compare(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -72,6 +73,13 @@ def _config(config: Path | None, overrides: list[str] | None) -> RunConfig:
     return load_config(config, overrides or [])
 
 
+def _prepare_data(cfg: RunConfig) -> Any:
+    """The data stage, which every later stage reads (skipped when up to date)."""
+    from apirl.data.stage import prepare_data
+
+    return prepare_data(cfg.data, cfg.layout, cfg.seed)
+
+
 def _stage_summary(stage_dir: Path, name: str = "summary.json") -> dict[str, Any]:
     """A stage's summary file, or {} when the stage wrote none (skipped before summaries existed)."""
     path = stage_dir / name
@@ -133,7 +141,7 @@ def data_prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None,
     from apirl.data.stage import prepare_data
 
     cfg = _config(config, set_)
-    result = prepare_data(cfg, force=force)
+    result = prepare_data(cfg.data, cfg.layout, cfg.seed, force=force)
     state = "up to date, skipped" if result.skipped else f"done in {result.manifest['wall_time_s']} s"
     console.print(f"data stage {state}: {result.stage_dir}")
 
@@ -152,11 +160,12 @@ def eval_responses_cmd(
 ) -> None:
     """Score one responses file: AST accuracy / hallucination / error (both modes), ROUGE, CodeBLEU."""
     from apirl.data.dataset import load_gorilla
-    from apirl.evaluate.run import evaluate_file
+    from apirl.evaluate.stage import evaluate_file
 
     cfg = _config(config, _with_eval_options(set_, split, mode))
     data = load_gorilla(cfg.data)
-    summary, rows = evaluate_file(file, cfg, data, execute=execute)
+    summary, rows = evaluate_file(file, cfg.eval, data, cfg.data.split_dir, limit=cfg.eval.limit,
+                                  execution=cfg.execution if execute else None)
     if details is not None:
         from apirl.jsonl import write_jsonl
 
@@ -184,11 +193,12 @@ def eval_gorilla_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Score Gorilla-7B's eight published response files (the anchor rows) on one split."""
-    from apirl.evaluate.run import evaluate_gorilla_anchors
+    from apirl.data.dataset import load_gorilla
+    from apirl.evaluate.stage import evaluate_gorilla_anchors
     from apirl.evaluate.tables import results_table
 
     cfg = _config(config, _with_eval_options(set_, split, None))
-    results = evaluate_gorilla_anchors(cfg)
+    results = evaluate_gorilla_anchors(cfg.eval, load_gorilla(cfg.data), cfg.data.split_dir)
     if as_json:
         _print_json(dict(results))
         return
@@ -225,6 +235,34 @@ def eval_compare_cmd(
     print(f"\nPoints, model minus {base.stem}, on the same {len(reference)} questions; [paired bootstrap 95% "
           f"interval, {samples} resamples]; for 0/1 metrics (+questions where only the model has it / -where only "
           f"{base.stem} has it, exact McNemar p).")
+
+
+@eval_app.command("run")
+@friendly_errors
+def eval_run_cmd(
+    labels: Annotated[list[str] | None, typer.Option("--label", help="A model's responses in the run "
+                                                     "(generate/<label>/); default: every one there.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Score again even if up to date.")] = False,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """The eval stage: score the run's responses (runs/<name>/generate/*) with every metric, executability
+    included, beside Gorilla-7B on the same questions; writes runs/<name>/eval/ with its manifest."""
+    from apirl.evaluate.stage import run_eval
+    from apirl.evaluate.tables import results_table
+
+    cfg = _config(config, set_)
+    found = sorted(path.parent.name for path in (cfg.layout.root / "generate").glob("*/responses.jsonl"))
+    chosen = labels or found
+    if not chosen:
+        raise InputError("no responses in the run: run `apirl generate` first", path=cfg.layout.root / "generate")
+    result = run_eval(cfg.eval, cfg.execution, cfg.data, cfg.layout, cfg.seed, chosen, limit=cfg.generate.limit,
+                      gorilla_exec=cfg.pipeline.gorilla_exec, force=force)
+    summaries = result.summary or {}
+    if as_json:
+        _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, "models": summaries})
+        return
+    print(results_table(list(summaries.items())))
+    console.print(f"eval {'up to date, skipped' if result.skipped else 'done'}: {result.stage_dir}")
 
 
 ExecModeOpt = Annotated[str | None, typer.Option("--mode", help="bound (default: inputs bound) or strict.")]
@@ -268,10 +306,13 @@ def exec_check_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Executability of a responses file: how many code sections run to their last line."""
-    from apirl.execution.stage import check_responses
+    from apirl.data.dataset import load_gorilla
+    from apirl.execution.stage import check_responses, question_ids
 
     cfg = _exec_config(config, set_, split, mode, workers)
-    summary, verdicts = check_responses(file, cfg)[cfg.execution.mode]
+    data = load_gorilla(cfg.data)
+    summary, verdicts = check_responses(file, question_ids(cfg, data), data, cfg.execution)[cfg.execution.mode]
+    summary = {**summary, "split": cfg.eval.split}
     _write_verdicts(details, verdicts)
     if as_json:
         _print_json(summary)
@@ -334,15 +375,20 @@ def _with_eval_options(overrides: list[str] | None, split: str | None, mode: str
 @app.command("generate")
 @friendly_errors
 def generate_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Responses JSONL to write (Gorilla's format).")],
     model: Annotated[str | None, typer.Option(help="smollm2-135m, tiny-random, hf:<id-or-path>, or a directory "
                                                    "(an SFT/RL output).")] = None,
+    label: Annotated[str | None, typer.Option(help="Name of the responses in the run (runs/<name>/generate/"
+                                                   "<label>/); default: the model's stage or its spec.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also copy the responses (Gorilla's format) "
+                                                                 "to this file.")] = None,
     split: Annotated[str | None, typer.Option(help="train, val or test.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples (0: all).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Generate again even if up to date.")] = False,
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Generate a model's responses to a split; resumes an interrupted run of the same settings."""
-    from apirl.models.generate_run import generate_split
+    """Generate a model's responses to a split of the data stage, as a stage of the run (with its manifest);
+    skipped when up to date, resumes an interrupted run of the same settings."""
+    from apirl.models.stage import default_label, run_generate
 
     overrides = list(set_ or [])
     if model is not None:
@@ -351,12 +397,24 @@ def generate_cmd(
         overrides.append(f"generate.split={json.dumps(split)}")
     if limit is not None:
         overrides.append(f"generate.limit={limit}")
-    summary = generate_split(_config(config, overrides), out, console=err_console)
+    cfg = _config(config, overrides)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(out, what="responses file")
+    _prepare_data(cfg)
+    result = run_generate(cfg.generate, cfg.model, cfg.layout, cfg.seed,
+                          label or default_label(cfg.model.name, cfg.layout), force=force, console=err_console)
+    summary = result.summary or {}
+    responses = Path(summary.get("file") or result.stage_dir / "responses.jsonl")
+    if out is not None:
+        shutil.copyfile(responses, out)
     if as_json:
-        _print_json(summary)
+        _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
     else:
-        console.print(f"wrote {summary['n']} responses to {out} ({summary['new_tokens']} new tokens, "
-                      f"{summary['tokens_per_s']} tok/s); score it with: apirl eval responses {out}")
+        state = "up to date, skipped" if result.skipped else "done"
+        console.print(f"generate {state}: {summary.get('n')} responses in {responses} ({summary.get('new_tokens')} "
+                      f"new tokens, {summary.get('tokens_per_s')} tok/s); score it with: apirl eval responses "
+                      f"{out or responses}")
 
 
 @app.command("sft")
@@ -437,8 +495,7 @@ def rl_cmd(
         progress = (f"loss {summary.get('first_loss')} -> {summary.get('last_loss')}, held-out preference accuracy "
                     f"{summary.get('heldout_preference_accuracy')}")
     else:
-        key = "score" if cfg.rl.algorithm == "ppo" else "reward"
-        progress = (f"reward {summary.get(f'first_{key}')} -> {summary.get(f'last_{key}')}, "
+        progress = (f"reward {summary.get('first_reward')} -> {summary.get('last_reward')}, "
                     f"KL {summary.get('last_kl')}")
     console.print(f"{cfg.rl.algorithm} policy {state}: {result.stage_dir / 'model'} (steps {summary.get('steps')}, "
                   f"{progress})")
@@ -465,7 +522,7 @@ def run_cmd(
         return
     for stage in record["stages"]:
         console.print(f"{stage['name']:<24} {stage['status']:<8} {stage['seconds']:>8.1f} s")
-    report = cfg.run_dir / "report.html"
+    report = cfg.layout.report_html
     console.print(f"report: {report}" if report.is_file() else f"run directory: {cfg.run_dir}")
 
 
@@ -510,12 +567,14 @@ def feedback_cmd(
     runs/<name>/feedback/{samples,feedback,pairs}.jsonl and summary.json; a killed run resumes."""
     if ctx.invoked_subcommand is not None:
         return
-    from apirl.feedback.run import SUMMARY, run_feedback
+    from apirl.feedback.stage import run_feedback
 
     cfg = _config(config, set_)
+    _prepare_data(cfg)
     with _judge_errors():
-        result = run_feedback(cfg, force=force, console=err_console)
-    summary = _stage_summary(result.stage_dir, SUMMARY)
+        result = run_feedback(cfg.feedback, cfg.model, cfg.execution, cfg.layout, cfg.seed, force=force,
+                              console=err_console)
+    summary = result.summary or {}
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return
@@ -535,11 +594,12 @@ def feedback_calibrate_cmd(
     grounding: Annotated[bool | None, typer.Option("--grounding/--no-grounding", help="Give LLM judges the API "
                                                                                       "database row.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split (0: all).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo even if an identical calibration finished.")] = False,
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """AUC of a judge on the val split: gold answers (good) against their mutants (bad), per question and
     mutant kind; writes runs/<name>/calibration/calibration-<judge>[-grounded][-exec].json."""
-    from apirl.feedback.calibrate import calibrate, calibration_path, print_calibration
+    from apirl.feedback.calibrate import print_calibration, run_calibration
 
     overrides = list(set_ or [])
     if judge is not None:
@@ -549,13 +609,16 @@ def feedback_calibrate_cmd(
     if limit is not None:
         overrides.append(f"feedback.calibrate_limit={limit}")
     cfg = _config(config, overrides)
+    _prepare_data(cfg)
     with _judge_errors():
-        report = calibrate(cfg, console=err_console)
+        result = run_calibration(cfg.feedback, cfg.model, cfg.execution, cfg.layout, cfg.seed, force=force,
+                                 console=err_console)
+    report = result.summary or {}
     if as_json:
         _print_json(report)
         return
     print_calibration(report, console)
-    console.print(f"wrote {calibration_path(cfg)}")
+    console.print(f"{'up to date: ' if result.skipped else 'wrote '}{result.stage_dir}")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ from pydantic import ValidationError, field_validator
 from apirl.config_base import StrictModel
 from apirl.data.config import DataConfig
 from apirl.errors import InputError
-from apirl.evaluate.config import EvalConfig, ExecConfig
+from apirl.evaluate.config import EvalConfig
+from apirl.execution.config import ExecConfig
 from apirl.feedback.config import FeedbackConfig
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.pipeline.config import PipelineConfig
+from apirl.rundir import RunLayout
 from apirl.train.config import DpoConfig, GrpoConfig, PpoConfig, RewardModelConfig, RlConfig, RlooConfig, SftConfig
 
 _RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -63,6 +65,11 @@ class RunConfig(StrictModel):
         """`runs_dir/name`, absolute (a relative `runs_dir` is taken from the working directory), so that every
         path a stage builds from it means the same file wherever it is joined or compared."""
         return (self.runs_dir / self.name).absolute()
+
+    @property
+    def layout(self) -> RunLayout:
+        """Every path of the run directory (`apirl.rundir.RunLayout`)."""
+        return RunLayout(self.run_dir)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

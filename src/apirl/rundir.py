@@ -1,5 +1,8 @@
 """Run directories: `runs/<name>/<stage>/` with the stage's outputs and a `manifest.json`.
 
+`RunLayout` names every path of a run directory, once: the stages write and read through it, and so does the
+report. A stage reads only files of earlier stages, never their code.
+
 The manifest records what a stage was run with (resolved config, seed, package versions, git commit, input file
 hashes) and what it produced (output file hashes, wall time, peak memory). It is written last, so its presence
 means the stage finished. A rerun whose fingerprint (config + seed + input hashes) matches a finished manifest
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -20,13 +24,95 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from apirl.errors import InputError
 
 MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
 _TRACKED_PACKAGES = ("apirl", "torch", "transformers", "trl", "peft", "accelerate", "tree-sitter",
                      "tree-sitter-python", "codebleu", "rouge-score", "numpy", "pydantic")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path of a run directory (`runs/<name>/`), named once, for the stages that write them and the stages
+    and report that read them. A training stage's directory holds `model/`, `log.jsonl`, `summary.json` and,
+    while it runs, `checkpoints/`."""
+
+    root: Path
+
+    def stage(self, name: str) -> Path:
+        """A stage's directory: data, sft, feedback, calibration, reward, ppo, grpo, rloo, dpo, eval, or
+        `generate/<label>`."""
+        return self.root / name
+
+    # data
+    def split(self, name: str) -> Path:
+        """The data stage's examples of a split (train, val, test)."""
+        return self.root / "data" / f"{name}.jsonl"
+
+    # training stages (sft, reward, ppo, grpo, rloo, dpo)
+    def model(self, stage: str) -> Path:
+        return self.root / stage / "model"
+
+    def log(self, stage: str) -> Path:
+        return self.root / stage / "log.jsonl"
+
+    def summary(self, stage: str) -> Path:
+        return self.root / stage / SUMMARY
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / stage / "checkpoints"
+
+    # feedback and calibration
+    def feedback(self, name: str) -> Path:
+        """A file of the feedback stage: samples.jsonl, feedback.jsonl, pairs.jsonl, executions.jsonl,
+        judgments.sqlite (the judges' cache, shared with calibration)."""
+        return self.root / "feedback" / name
+
+    def calibration(self, judge: str) -> Path:
+        return self.root / "calibration" / f"calibration-{judge}.json"
+
+    # generation and evaluation
+    def responses(self, label: str) -> Path:
+        return self.root / "generate" / label / "responses.jsonl"
+
+    def eval_summary(self, label: str) -> Path:
+        return self.root / "eval" / f"{label}.json"
+
+    def eval_details(self, label: str) -> Path:
+        """Per-question verdicts of a model (spaces and other odd characters of the label as `_`)."""
+        return self.root / "eval" / "details" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}.jsonl"
+
+    @property
+    def gorilla_summaries(self) -> Path:
+        """Gorilla-7B's published answers scored on the same questions: [[label, summary], ...]."""
+        return self.root / "eval" / "gorilla.json"
+
+    # the pipeline and the report
+    @property
+    def pipeline_record(self) -> Path:
+        return self.root / "pipeline.json"
+
+    @property
+    def pipeline_log(self) -> Path:
+        return self.root / "pipeline.log"
+
+    @property
+    def report_markdown(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+
+def weight_files(model_dir: str | Path) -> list[Path]:
+    """The weight files of a local checkpoint, sharded or not (`*.safetensors`, else `*.bin`): what a stage
+    that reads the model hashes into its fingerprint. Empty for a directory without weights."""
+    model_dir = Path(model_dir)
+    return sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -76,11 +162,27 @@ def fingerprint(config: dict[str, Any], seed: int, inputs: Iterable[str | Path])
     }
 
 
+S = TypeVar("S")
+
+
 @dataclass
-class StageResult:
+class StageResult(Generic[S]):
+    """What a stage's entry point returns: where it ran, its manifest, whether it was skipped, and its summary
+    (also in the manifest, so a skipped stage returns the summary of the run that made its outputs; None for a
+    manifest written before summaries were recorded)."""
+
     stage_dir: Path
     manifest: dict[str, Any]
     skipped: bool
+    summary: S | None = None
+
+
+@dataclass(frozen=True)
+class StageOutput(Generic[S]):
+    """What a stage's work returns: the files it wrote (hashed into the manifest) and its summary."""
+
+    files: list[Path]
+    summary: S
 
 
 def read_manifest(stage_dir: str | Path) -> dict[str, Any] | None:

@@ -72,6 +72,13 @@ def read_split(split_dir: str | Path, name: str) -> list[int]:
     return ids
 
 
+def scored_question_ids(split: str, split_dir: str | Path, every_id: Iterable[int], limit: int = 0) -> list[int]:
+    """The eval questions a split scores: `every_id` for "all", else the committed split's ids; the first
+    `limit` of them when `limit` > 0."""
+    ids = list(every_id) if split == "all" else read_split(split_dir, split)
+    return ids[:limit] if limit else ids
+
+
 def read_splits(split_dir: str | Path) -> dict[str, list[int]]:
     splits = {name: read_split(split_dir, name) for name in SPLITS}
     check_disjoint(splits)

@@ -19,18 +19,3 @@ class EvalConfig(StrictModel):
     bootstrap_samples: int = Field(1000, ge=0)
     bootstrap_seed: int = 0
     codebleu: bool = True
-
-
-class ExecConfig(StrictModel):
-    """How snippets are executed (`apirl exec`, `apirl eval responses --exec`).
-
-    `hub_dir` holds the offline hub's tiny checkpoints (built lazily, reused across runs); empty means
-    $APIRL_HUB_DIR or ~/.cache/apirl/offline-hub.
-    """
-
-    mode: Literal["bound", "strict"] = "bound"
-    workers: int = Field(2, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    memory_mb: int = Field(4096, ge=256)
-    hub_dir: str = ""
-    mutant_seed: int = 0

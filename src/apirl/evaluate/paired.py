@@ -13,7 +13,6 @@ one object per question with `question_id`, both AST outcomes, the text metrics 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,6 @@ METRICS: tuple[Metric, ...] = (
     ("codebleu_sentence", "CodeBLEU (per q.)", _text("codebleu_sentence")),
     ("executability", "exec bound", _executes),
 )
-DETAILS_DIR = "details"
 REQUIRED_KEYS = ("question_id", "gorilla_outcome", "strict_outcome", "has_reference_code", "rouge_l",
                  "codebleu_sentence")
 
@@ -74,11 +72,6 @@ class Difference:
     better: int | None
     worse: int | None
     p_value: float | None = None
-
-
-def details_name(label: str) -> str:
-    """Where an eval stage keeps a model's details, relative to it: `details/<label>.jsonl`, spaces as `_`."""
-    return f"{DETAILS_DIR}/{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}.jsonl"
 
 
 def load_details(path: str | Path) -> dict[int, dict[str, Any]]:

@@ -19,44 +19,36 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from apirl.config import RunConfig
+from apirl.data.apidb import ApiDatabase
 from apirl.data.dataset import GorillaData, load_gorilla
-from apirl.data.splits import read_split
+from apirl.data.splits import scored_question_ids
+from apirl.data.stage import hub_evidence
 from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import select_responses
+from apirl.execution.config import ExecConfig
 from apirl.execution.executor import Executor, ExecVerdict, runnable_code, summarize
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
 
 
-def hub_dir(config: RunConfig) -> Path:
-    """Where the offline hub lives: the config's `execution.hub_dir`, else $APIRL_HUB_DIR, else the user cache."""
-    if config.execution.hub_dir:
-        return Path(config.execution.hub_dir).expanduser()
+def hub_dir(execution: ExecConfig) -> Path:
+    """Where the offline hub lives: `execution.hub_dir`, else $APIRL_HUB_DIR, else the user cache."""
+    if execution.hub_dir:
+        return Path(execution.hub_dir).expanduser()
     if os.environ.get("APIRL_HUB_DIR"):
         return Path(os.environ["APIRL_HUB_DIR"]).expanduser()
     return Path.home() / ".cache" / "apirl" / "offline-hub"
 
 
-def hub_evidence(data: GorillaData) -> dict[str, list[str]]:
-    """Code that loads each model id (the eval answers of its row): tells the hub which classes users load it
-    with, as a real checkpoint's model card would."""
-    evidence: dict[str, list[str]] = defaultdict(list)
-    for record in data.records.values():
-        if record.api_data.model_id and record.output.code:
-            evidence[record.api_data.model_id].append(record.output.code)
-    return dict(evidence)
-
-
-def _question_ids(config: RunConfig, data: GorillaData) -> list[int]:
-    ids = list(data.question_ids) if config.eval.split == "all" else read_split(config.data.split_dir,
-                                                                                config.eval.split)
-    return ids[:config.eval.limit] if config.eval.limit else ids
+def question_ids(config: RunConfig, data: GorillaData) -> list[int]:
+    """The questions `apirl exec` checks: those `[eval]` scores (its split and limit)."""
+    return scored_question_ids(config.eval.split, config.data.split_dir, data.question_ids, config.eval.limit)
 
 
 @contextmanager
-def open_executor(config: RunConfig, data: GorillaData) -> Iterator[Executor]:
-    cfg = config.execution
-    with Executor(hub_dir(config), data.api_db, workers=cfg.workers, timeout_s=cfg.timeout_s,
-                  memory_mb=cfg.memory_mb, evidence=hub_evidence(data)) as executor:
+def open_executor(execution: ExecConfig, api_db: ApiDatabase, evidence: dict[str, list[str]]) -> Iterator[Executor]:
+    """An `Executor` with the `[execution]` table's settings; `evidence` is the data stage's hub evidence."""
+    with Executor(hub_dir(execution), api_db, workers=execution.workers, timeout_s=execution.timeout_s,
+                  memory_mb=execution.memory_mb, evidence=evidence) as executor:
         yield executor
 
 
@@ -76,29 +68,27 @@ def _report(verdicts: list[ExecVerdict], domains: dict[str, str], executor: Exec
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def check_responses(path: str | Path, config: RunConfig, data: GorillaData | None = None,
+def check_responses(path: str | Path, question_ids: list[int], data: GorillaData, execution: ExecConfig,
                     modes: tuple[str, ...] | None = None) -> dict[str, tuple[dict[str, Any], list[ExecVerdict]]]:
-    """Executability of a responses file's code sections, per mode; a question without a response counts as
-    a failure (an empty snippet is not an answer)."""
-    data = data or load_gorilla(config.data)
-    selected, _ignored = select_responses(load_responses(path), data.records, _question_ids(config, data), path)
+    """Executability of a responses file's code sections on these questions, per mode (default
+    `execution.mode`); a question without a response counts as a failure (an empty snippet is not an answer)."""
+    selected, _ignored = select_responses(load_responses(path), data.records, question_ids, path)
     codes = {str(qid): runnable_code(text) if not missing else "raise NotImplementedError('no response')\n"
              for qid, text, missing in selected}
     domains = {str(qid): data.records[qid].gold_domain for qid, _text, _missing in selected}
     results = {}
-    with open_executor(config, data) as executor:
-        for mode in modes or (config.execution.mode,):
+    with open_executor(execution, data.api_db, hub_evidence(data)) as executor:
+        for mode in modes or (execution.mode,):
             started = time.perf_counter()
             verdicts = run_checks(executor, codes, mode, Path(path).name)
-            results[mode] = (_report(verdicts, domains, executor, mode, started, file=str(path),
-                                     split=config.eval.split), verdicts)
+            results[mode] = (_report(verdicts, domains, executor, mode, started, file=str(path)), verdicts)
     return results
 
 
 def gold_codes(config: RunConfig, data: GorillaData) -> tuple[dict[str, str], dict[str, str]]:
     """The gold `<<<code>>>` of every question of the split that has one, and each question's domain."""
     codes, domains = {}, {}
-    for qid in _question_ids(config, data):
+    for qid in question_ids(config, data):
         record = data.records[qid]
         codes[str(qid)] = runnable_code(record.output.code or "")
         domains[str(qid)] = record.gold_domain
@@ -111,7 +101,7 @@ def check_gold(config: RunConfig, data: GorillaData | None = None, mode: str | N
     mode = mode or config.execution.mode
     codes, domains = gold_codes(config, data)
     started = time.perf_counter()
-    with open_executor(config, data) as executor:
+    with open_executor(config.execution, data.api_db, hub_evidence(data)) as executor:
         verdicts = run_checks(executor, codes, mode, "gold code")
         return _report(verdicts, domains, executor, mode, started, split=config.eval.split), verdicts
 
@@ -125,7 +115,7 @@ def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str 
     codes, _domains = gold_codes(config, data)
     known = data.api_db.model_ids
     started = time.perf_counter()
-    with open_executor(config, data) as executor:
+    with open_executor(config.execution, data.api_db, hub_evidence(data)) as executor:
         gold = run_checks(executor, codes, mode, "gold code")
         mutant_codes, kinds, descriptions = {}, {}, {}
         for verdict in gold:

@@ -28,16 +28,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from apirl.config import RunConfig
-from apirl.data.dataset import Example, build_examples, load_gorilla
+from apirl.data.dataset import Example
 from apirl.data.prompts import parse_completion
+from apirl.data.stage import read_catalog, read_examples, read_hub_evidence
+from apirl.execution.config import ExecConfig
 from apirl.execution.executor import runnable_code
 from apirl.execution.mutants import MUTANT_KINDS, make_mutants
 from apirl.feedback.cache import JudgmentCache
+from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.judges import judge_label, make_judge, questions_of, uses_execution
-from apirl.feedback.run import CACHE, STAGE, answer_stats, execute_samples, judge_samples, per_1000
+from apirl.feedback.stage import CACHE, answer_stats, execute_samples, judge_samples, judge_settings, per_1000
 from apirl.feedback.types import Answer, Sample, answer_weight, score
+from apirl.models.config import ModelConfig
 from apirl.models.generation import request_of
+from apirl.rundir import RunLayout, StageResult, run_stage
 from apirl.stats import auc
 
 GOLD = "gold"
@@ -105,28 +109,25 @@ def calibration_report(kinds: Sequence[str], answers: Sequence[Sequence[Answer]]
 CALIBRATION_STAGE = "calibration"
 
 
-def calibration_path(config: RunConfig) -> Path:
-    """`runs/<name>/calibration/calibration-<judge label>.json` (see `judge_label`)."""
-    return config.run_dir / CALIBRATION_STAGE / f"calibration-{judge_label(config.feedback)}.json"
-
-
-def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, Any]:
-    """Judge the calibration split's gold answers and their mutants with `config.feedback`'s judge; returns the
-    report, also written to `calibration_path(config)`."""
+def calibrate(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout,
+              console: Console | None = None) -> dict[str, Any]:
+    """Judge the calibration split's gold answers (the data stage's) and their mutants with the feedback judge;
+    returns the report, also written to `layout.calibration(judge label)`."""
     console = console or Console(stderr=True)
-    fb = config.feedback
+    fb = feedback
     started = time.perf_counter()
-    data = load_gorilla(config.data)
-    examples = build_examples(data, config.data)[fb.calibrate_split]
+    examples = read_examples(layout, fb.calibrate_split)
     if fb.calibrate_limit:
         examples = examples[:fb.calibrate_limit]
-    items = calibration_samples(examples, data.api_db.model_ids, config.execution.mutant_seed)
+    api_db = read_catalog(layout)
+    items = calibration_samples(examples, api_db.model_ids, execution.mutant_seed)
     samples = [sample for sample, _kind in items]
     kinds = [kind for _sample, kind in items]
-    executions = config.run_dir / CALIBRATION_STAGE / f"executions-{fb.calibrate_split}.jsonl"
-    verdicts = execute_samples(config, data, samples, executions) if uses_execution(fb) else None
-    with JudgmentCache(config.run_dir / STAGE / CACHE) as cache:
-        judge = make_judge(fb, data.api_db, cache, device=config.model.device or None, exec_verdicts=verdicts)
+    executions = layout.stage(CALIBRATION_STAGE) / f"executions-{fb.calibrate_split}.jsonl"
+    verdicts = (execute_samples(execution, api_db, read_hub_evidence(layout), samples, executions)
+                if uses_execution(fb) else None)
+    with JudgmentCache(layout.feedback(CACHE)) as cache:
+        judge = make_judge(fb, api_db, cache, device=model.device or None, exec_verdicts=verdicts)
         answers = judge_samples(judge, samples, console, what="calibrate")
         cache_stats = cache.stats()
     counts = judge.counts
@@ -135,17 +136,37 @@ def calibrate(config: RunConfig, console: Console | None = None) -> dict[str, An
         "execute": uses_execution(fb),
         "split": fb.calibrate_split, "limit": fb.calibrate_limit, "examples": len(examples),
         "examples_with_code": kinds.count(GOLD),
-        "questions": [q.key for q in questions_of(fb)], "mutant_seed": config.execution.mutant_seed,
+        "questions": [q.key for q in questions_of(fb)], "mutant_seed": execution.mutant_seed,
         **calibration_report(kinds, answers),
         "judgments": sum(len(row) for row in answers), "judgments_made": counts.made, "cache_hits": counts.cached,
         "judge_tokens": counts.tokens,
         "judge_seconds": round(counts.seconds, 3), "seconds_per_1000_judgments": per_1000(counts.seconds, counts.made),
         "wall_seconds": round(time.perf_counter() - started, 1), "cache": cache_stats,
     }
-    path = calibration_path(config)
+    path = layout.calibration(judge_label(fb))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def run_calibration(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout,
+                    seed: int, *, force: bool = False, console: Console | None = None
+                    ) -> StageResult[dict[str, Any]]:
+    """The calibration stage (`apirl feedback calibrate`, `runs/<name>/calibration/`): skipped when its judge,
+    examples, mutants and data are unchanged (judgments come from the feedback stage's cache either way)."""
+    path = layout.calibration(judge_label(feedback))
+
+    def work(directory: Path) -> list[Path]:
+        calibrate(feedback, model, execution, layout, console)
+        return [path]
+
+    stage_config = {"feedback": feedback.model_dump(mode="json"), "execution": execution.model_dump(mode="json"),
+                    **judge_settings(feedback)}
+    inputs = [layout.split(feedback.calibrate_split), layout.stage("data") / "api.jsonl"]
+    result = run_stage(layout.stage(CALIBRATION_STAGE), config=stage_config, seed=seed, inputs=inputs, work=work,
+                       force=force)
+    result.summary = json.loads(path.read_text(encoding="utf-8"))
+    return result
 
 
 def _cell(value: float | None, percent: bool = False) -> str:

@@ -37,13 +37,9 @@ from rich.console import Console
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
-from apirl.jsonl import write_jsonl
-from apirl.rundir import StageResult, git_commit, package_versions, run_stage
+from apirl.rundir import StageResult, git_commit, package_versions
 
 STAGES = ("data", "sft", "feedback", "reward", "rl", "generate", "eval", "report")
-RECORD = "pipeline.json"
-LOG = "pipeline.log"
-RESPONSES = "responses.jsonl"
 
 
 @dataclass(frozen=True)
@@ -64,14 +60,10 @@ def model_rows(config: RunConfig) -> list[ModelRow]:
             rows.append(ModelRow("base-chat", config.model.name, "chat", 0))
         else:
             rows.append(ModelRow("base-fewshot", config.model.name, "plain", config.pipeline.fewshot_shots))
-    rows.append(ModelRow("sft", str(config.run_dir / "sft" / "model"), "plain", 0))
-    rows += [ModelRow(algorithm, str(config.run_dir / algorithm / "model"), "plain", 0)
+    rows.append(ModelRow("sft", str(config.layout.model("sft")), "plain", 0))
+    rows += [ModelRow(algorithm, str(config.layout.model(algorithm)), "plain", 0)
              for algorithm in config.pipeline.algorithms]
     return rows
-
-
-def with_algorithm(config: RunConfig, algorithm: str) -> RunConfig:
-    return config.model_copy(update={"rl": config.rl.model_copy(update={"algorithm": algorithm})})
 
 
 def needs_reward_model(config: RunConfig) -> bool:
@@ -81,90 +73,13 @@ def needs_reward_model(config: RunConfig) -> bool:
     return bool(online) and config.rl.reward_model_weight > 0 and not config.rl.reward_model
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The stages that are not already a stage of their own.
-
-
 def generate_model(config: RunConfig, row: ModelRow, force: bool = False) -> StageResult:
-    """Generate the split's responses of one model, skipped when its weights and settings are unchanged."""
-    from apirl.models.generate_run import generate_split
+    """The generate stage of one model row: its spec and prompting over the run's `[generate]` table."""
+    from apirl.models.stage import run_generate
 
     generate = config.generate.model_copy(update={"prompt_style": row.prompt_style, "shots": row.shots})
     model = config.model.model_copy(update={"name": row.spec})
-    cfg = config.model_copy(update={"generate": generate, "model": model})
-    spec_dir = Path(row.spec)
-    if spec_dir.is_absolute() or "/" in row.spec:
-        if not spec_dir.is_dir():
-            raise InputError(f"no model at {row.spec} for the {row.label!r} responses: its stage has not run",
-                             field="pipeline")
-        inputs = sorted(spec_dir.glob("*.safetensors"))
-    else:
-        inputs = []
-    stage_dir = config.run_dir / "generate" / row.label
-
-    def work(directory: Path) -> list[Path]:
-        generate_split(cfg, directory / RESPONSES)
-        return [directory / RESPONSES, directory / f"{RESPONSES}.meta.json"]
-
-    stage_config = {"model": model.model_dump(mode="json"), "generate": generate.model_dump(mode="json"),
-                    "data_split_dir": str(config.data.split_dir)}
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
-
-
-def calibrate_judge(config: RunConfig, force: bool = False) -> StageResult:
-    """`apirl feedback calibrate` with the run's judge, skipped when its judge, examples, mutants and data are
-    unchanged (judgments come from the feedback stage's cache either way)."""
-    from apirl.data.stage import data_inputs
-    from apirl.feedback.calibrate import CALIBRATION_STAGE, calibrate, calibration_path
-
-    def work(directory: Path) -> list[Path]:
-        calibrate(config)
-        return [calibration_path(config)]
-
-    stage_config = {"feedback": config.feedback.model_dump(mode="json"),
-                    "execution": config.execution.model_dump(mode="json"), "data": config.data.model_dump(mode="json")}
-    return run_stage(config.run_dir / CALIBRATION_STAGE, config=stage_config, seed=config.seed,
-                     inputs=data_inputs(config), work=work, force=force)
-
-
-def evaluate_models(config: RunConfig, rows: list[ModelRow], force: bool = False) -> StageResult:
-    """Score every model's responses (executability included) and Gorilla-7B's on the same split."""
-    from apirl.data.dataset import load_gorilla
-    from apirl.evaluate.paired import DETAILS_DIR, details_name
-    from apirl.evaluate.run import evaluate_file, gorilla_response_files
-
-    # The run scores what it generates: the first `generate.limit` questions of the split when it is set.
-    config = config.model_copy(update={"eval": config.eval.model_copy(update={"limit": config.generate.limit})})
-    responses = {row.label: config.run_dir / "generate" / row.label / RESPONSES for row in rows}
-    missing = [label for label, path in responses.items() if not path.is_file()]
-    if missing:
-        raise InputError(f"no responses for {', '.join(missing)}: run the generate stage first", field="pipeline")
-
-    def work(directory: Path) -> list[Path]:
-        data = load_gorilla(config.data)
-        outputs = []
-        (directory / DETAILS_DIR).mkdir(exist_ok=True)
-        for label, path in responses.items():
-            summary, details = evaluate_file(path, config, data, execute=True)
-            outputs.append(directory / f"{label}.json")
-            outputs[-1].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-            outputs.append(write_jsonl(directory / details_name(label), details))
-        anchors = []
-        for label, path in gorilla_response_files(data):
-            summary, details = evaluate_file(path, config, data, execute=config.pipeline.gorilla_exec
-                                             and label.endswith("0_shot"))
-            anchors.append([label, summary])
-            outputs.append(write_jsonl(directory / details_name(label), details))
-        outputs.append(directory / "gorilla.json")
-        outputs[-1].write_text(json.dumps(anchors, indent=2) + "\n", encoding="utf-8")
-        return outputs
-
-    stage_config = {"eval": config.eval.model_dump(mode="json"), "execution": config.execution.model_dump(mode="json"),
-                    "labels": list(responses), "gorilla_exec": config.pipeline.gorilla_exec,
-                    # in the fingerprint so that an eval stage from before the details files runs again
-                    "details": DETAILS_DIR}
-    return run_stage(config.run_dir / "eval", config=stage_config, seed=config.seed, inputs=list(responses.values()),
-                     work=work, force=force)
+    return run_generate(generate, model, config.layout, config.seed, row.label, force=force)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,16 +102,16 @@ class Record:
     """`pipeline.json` and `pipeline.log`: what ran, was skipped or failed, and for how long."""
 
     def __init__(self, config: RunConfig, console: Console) -> None:
-        self.dir = config.run_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.layout = config.layout
+        self.layout.root.mkdir(parents=True, exist_ok=True)
         self.console = console
         self.data: dict[str, Any] = {
             "config": config.model_dump(mode="json"), "versions": package_versions(),
             "commit": git_commit(Path(__file__).parent), "started_at": _now(), "finished_at": None, "stages": [],
-            "step_seconds": previous_step_seconds(self.dir / RECORD)}
+            "step_seconds": previous_step_seconds(self.layout.pipeline_record)}
 
     def log(self, message: str) -> None:
-        with (self.dir / LOG).open("a", encoding="utf-8") as handle:
+        with self.layout.pipeline_log.open("a", encoding="utf-8") as handle:
             handle.write(f"{_now()} {message}\n")
 
     def add(self, name: str, status: str, seconds: float, detail: str = "") -> None:
@@ -207,9 +122,10 @@ class Record:
         self.save()
 
     def save(self) -> None:
-        tmp = self.dir / (RECORD + ".tmp")
+        record = self.layout.pipeline_record
+        tmp = record.with_name(record.name + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n", encoding="utf-8")
-        tmp.replace(self.dir / RECORD)
+        tmp.replace(record)
 
 
 def previous_step_seconds(record: Path) -> dict[str, float]:
@@ -233,44 +149,46 @@ def _now() -> str:
 
 
 def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callable[[], Any]]]:
-    """(stage, sub-step name, action) for every step of the chosen stages, in order."""
+    """(stage, sub-step name, action) for every step of the chosen stages, in order: each stage's entry point
+    with its own tables of the run config."""
     from apirl.data.stage import prepare_data
-    from apirl.feedback.run import run_feedback
+    from apirl.evaluate.stage import run_eval
+    from apirl.feedback.calibrate import run_calibration
+    from apirl.feedback.stage import run_feedback
+    from apirl.report import write_report
     from apirl.train.reward import run_reward
     from apirl.train.rl import run_rl
     from apirl.train.sft import run_sft
 
+    c, layout, seed = config, config.layout, config.seed
     rows = model_rows(config)
     steps: list[tuple[str, str, Callable[[], Any]]] = []
     for stage in stages:
         if stage == "data":
-            steps.append((stage, "data", lambda: prepare_data(config)))
+            steps.append((stage, "data", lambda: prepare_data(c.data, layout, seed)))
         elif stage == "sft":
             steps.append((stage, "sft", lambda: run_sft(config, resume=True)))
         elif stage == "feedback":
-            steps.append((stage, "feedback", lambda: run_feedback(config)))
+            steps.append((stage, "feedback", lambda: run_feedback(c.feedback, c.model, c.execution, layout, seed)))
             if config.pipeline.calibrate:
-                steps.append((stage, "calibrate", lambda: calibrate_judge(config)))
+                steps.append((stage, "calibrate",
+                              lambda: run_calibration(c.feedback, c.model, c.execution, layout, seed)))
         elif stage == "reward" and needs_reward_model(config):
             steps.append((stage, "reward", lambda: run_reward(config, resume=True)))
         elif stage == "rl":
             for algorithm in config.pipeline.algorithms:
-                cfg = with_algorithm(config, algorithm)
+                cfg = config.model_copy(update={"rl": config.rl.model_copy(update={"algorithm": algorithm})})
                 steps.append((stage, algorithm, lambda cfg=cfg: run_rl(cfg, resume=True)))
         elif stage == "generate":
             for row in rows:
                 steps.append((stage, f"generate {row.label}", lambda row=row: generate_model(config, row)))
         elif stage == "eval":
-            steps.append((stage, "eval", lambda: evaluate_models(config, rows)))
+            steps.append((stage, "eval", lambda: run_eval(c.eval, c.execution, c.data, layout, seed,
+                                                          [row.label for row in rows], limit=c.generate.limit,
+                                                          gorilla_exec=c.pipeline.gorilla_exec)))
         elif stage == "report":
-            steps.append((stage, "report", lambda: _report(config)))
+            steps.append((stage, "report", lambda: write_report(layout.root)))
     return steps
-
-
-def _report(config: RunConfig) -> Any:
-    from apirl.report import write_report
-
-    return write_report(config.run_dir)
 
 
 def run_pipeline(config: RunConfig, *, from_stage: str | None = None, until_stage: str | None = None,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from apirl.report.collect import RunData, collect_run
 from apirl.report.render import build_sections, render_html, render_markdown
+from apirl.rundir import RunLayout
 
 __all__ = ["ReportFiles", "RunData", "collect_run", "write_report"]
 
@@ -55,7 +56,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, comm
         command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     sections = build_sections(run, command=command, written_at=datetime.now(UTC).isoformat(timespec="seconds"),
                               machine=_machine(run))
-    files = ReportFiles(markdown=out / "report.md", html=out / "report.html")
+    layout = RunLayout(out)
+    files = ReportFiles(markdown=layout.report_markdown, html=layout.report_html)
     files.markdown.write_text(render_markdown(sections), encoding="utf-8")
     files.html.write_text(render_html(sections), encoding="utf-8")
     return files

@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from apirl.errors import InputError
-from apirl.evaluate.paired import details_name, load_details
+from apirl.evaluate.paired import load_details
 from apirl.jsonl import iter_jsonl
-from apirl.rundir import MANIFEST
+from apirl.rundir import MANIFEST, RunLayout
 
 # The stages of a full run, in pipeline order (`generate/<label>` holds one manifest per model); any other
 # directory with a manifest is listed after them.
@@ -25,7 +25,6 @@ KNOWN_STAGES = ("data", "sft", "feedback", "reward", "ppo", "grpo", "rloo", "dpo
 RL_ALGORITHMS = ("ppo", "grpo", "rloo", "dpo")
 # Report order of the run's own models (`eval/<label>.json`); other labels follow alphabetically.
 MODEL_ORDER = ("base-chat", "base-fewshot", "sft", "ppo", "grpo", "rloo", "dpo")
-GORILLA_FILE = "gorilla.json"
 
 
 @dataclass
@@ -133,7 +132,8 @@ def _check_pipeline(pipeline: dict[str, Any] | None, path: Path) -> dict[str, An
 
 def read_models(eval_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """Every `eval/<label>.json` but the Gorilla anchors and the stage manifest, in report order."""
-    paths = [p for p in eval_dir.glob("*.json") if p.name not in (GORILLA_FILE, MANIFEST)]
+    gorilla = RunLayout(eval_dir.parent).gorilla_summaries.name
+    paths = [p for p in eval_dir.glob("*.json") if p.name not in (gorilla, MANIFEST)]
 
     def order(path: Path) -> tuple[int, str]:
         label = path.stem
@@ -175,31 +175,31 @@ def collect_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError("run directory not found", path=run_dir)
-    feedback_dir = run_dir / "feedback"
+    layout = RunLayout(run_dir)
     run = RunData(
         run_dir=run_dir,
-        pipeline=_check_pipeline(read_json_object(run_dir / "pipeline.json"), run_dir / "pipeline.json"),
+        pipeline=_check_pipeline(read_json_object(layout.pipeline_record), layout.pipeline_record),
         manifests=read_manifests(run_dir),
-        models=read_models(run_dir / "eval"),
-        anchors=read_anchors(run_dir / "eval" / GORILLA_FILE),
-        sft_log=read_log(run_dir / "sft" / "log_history.jsonl"),
-        sft_summary=read_json_object(run_dir / "sft" / "summary.json"),
-        feedback_summary=read_json_object(feedback_dir / "summary.json"),
+        models=read_models(layout.stage("eval")),
+        anchors=read_anchors(layout.gorilla_summaries),
+        sft_log=read_log(layout.log("sft")),
+        sft_summary=read_json_object(layout.summary("sft")),
+        feedback_summary=read_json_object(layout.summary("feedback")),
         # The file is named after the judge's label; a report without its own "judge" key keeps that name.
         calibrations=[{"judge": path.stem.removeprefix("calibration-"), **(read_json_object(path) or {})}
-                      for path in sorted((run_dir / "calibration").glob("calibration-*.json"))],
-        reward_summary=read_json_object(run_dir / "reward" / "summary.json"),
-        reward_log=read_log(run_dir / "reward" / "log_history.jsonl"),
+                      for path in sorted(layout.stage("calibration").glob("calibration-*.json"))],
+        reward_summary=read_json_object(layout.summary("reward")),
+        reward_log=read_log(layout.log("reward")),
     )
     for label, _summary in run.models + run.anchors:
-        path = run_dir / "eval" / details_name(label)
+        path = layout.eval_details(label)
         if path.is_file():
             run.details[label] = load_details(path)
     for algorithm in RL_ALGORITHMS:
-        log = read_log(run_dir / algorithm / "log.jsonl")
+        log = read_log(layout.log(algorithm))
         if log is not None:
             run.rl_logs[algorithm] = log
-        summary = read_json_object(run_dir / algorithm / "summary.json")
+        summary = read_json_object(layout.summary(algorithm))
         if summary is not None:
             run.rl_summaries[algorithm] = summary
     return run

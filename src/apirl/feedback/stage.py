@@ -37,20 +37,21 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from apirl.config import RunConfig
-from apirl.data.dataset import GorillaData, load_gorilla
-from apirl.data.stage import prepare_data
+from apirl.data.apidb import ApiDatabase
+from apirl.data.stage import read_catalog, read_hub_evidence
 from apirl.errors import InputError
+from apirl.execution.config import ExecConfig
 from apirl.execution.executor import ExecVerdict, runnable_code
 from apirl.feedback.cache import JudgmentCache
+from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
 from apirl.feedback.types import Answer, Sample, label, score
 from apirl.jsonl import iter_jsonl, json_line, write_jsonl
-from apirl.models.config import GenerateConfig
+from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.models.generation import generate_batches, request_of
 from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
-from apirl.rundir import StageResult, file_sha256, run_stage
+from apirl.rundir import RunLayout, StageResult, file_sha256, run_stage, weight_files
 
 STAGE = "feedback"
 SAMPLES = "samples.jsonl"
@@ -69,14 +70,14 @@ def _progress(console: Console) -> Progress:
                     TimeRemainingColumn(), console=console, transient=False)
 
 
-def policy_source(config: RunConfig) -> ModelSource:
+def policy_source(feedback: FeedbackConfig, model: ModelConfig, layout: RunLayout) -> ModelSource:
     """The policy to sample from: `feedback.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(config.feedback.policy, config.run_dir, config.model.cache_dir, "feedback.policy")
+    return resolve_or_sft(feedback.policy, layout.root, model.cache_dir, "feedback.policy")
 
 
-def _weights(source: ModelSource) -> Path | None:
-    path = Path(source.location) / "model.safetensors"
-    return path if source.local and path.is_file() else None
+def policy_weights(source: ModelSource) -> list[Path]:
+    """The policy's weight files when it is local (a hub id is its own version)."""
+    return weight_files(source.location) if source.local else []
 
 
 def load_prompts(path: Path, limit: int, seed: int) -> list[dict[str, str]]:
@@ -99,12 +100,15 @@ def load_prompts(path: Path, limit: int, seed: int) -> list[dict[str, str]]:
 # Sampling.
 
 
-def _sampling_fingerprint(config: RunConfig, source: ModelSource, prompts: list[dict[str, str]]) -> dict[str, Any]:
-    fb = config.feedback
-    weights = _weights(source)
+def _sampling_fingerprint(fb: FeedbackConfig, model: ModelConfig, seed: int, source: ModelSource,
+                          prompts: list[dict[str, str]]) -> dict[str, Any]:
+    weights = policy_weights(source)
     digest = hashlib.sha256("\x00".join(f"{p['example_id']}\x01{p['prompt']}" for p in prompts).encode())
-    return {"policy": source.spec, "policy_sha256": file_sha256(weights) if weights else None,
-            "dtype": config.model.dtype, "seed": config.seed,
+    # One weight file is hashed alone (what earlier runs recorded, so their samples stay reusable), shards together.
+    weights_sha = (file_sha256(weights[0]) if len(weights) == 1 else
+                   hashlib.sha256("".join(file_sha256(w) for w in weights).encode()).hexdigest() if weights else None)
+    return {"policy": source.spec, "policy_sha256": weights_sha,
+            "dtype": model.dtype, "seed": seed,
             "sampling": {"samples_per_prompt": fb.samples_per_prompt, "temperature": fb.temperature,
                          "top_p": fb.top_p, "max_new_tokens": fb.max_new_tokens, "batch_size": fb.batch_size},
             "prompts_sha256": digest.hexdigest()}
@@ -131,14 +135,14 @@ def _read_matching(rows_path: Path, meta_path: Path, fingerprint: dict[str, Any]
     return rows
 
 
-def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dict[str, str]], stage_dir: Path,
-                       console: Console) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source: ModelSource,
+                       prompts: list[dict[str, str]], stage_dir: Path, console: Console
+                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the sample rows in prompt-then-k order, generation stats): reuses a finished `samples.jsonl` of the
     same fingerprint, resumes a partial one, generates the rest."""
-    fb = config.feedback
     out, meta = stage_dir / SAMPLES, stage_dir / "samples.meta.json"
     partial, partial_meta = stage_dir / (SAMPLES + ".partial"), stage_dir / (SAMPLES + ".partial.meta.json")
-    fingerprint = _sampling_fingerprint(config, source, prompts)
+    fingerprint = _sampling_fingerprint(fb, model, seed, source, prompts)
     wanted = [(prompt, k) for prompt in prompts for k in range(fb.samples_per_prompt)]
     done = _read_matching(out, meta, fingerprint)
     finished = len(done) == len(wanted)
@@ -152,7 +156,7 @@ def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dic
     if todo:
         partial_meta.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
         tokenizer = load_tokenizer(source)
-        model = load_model(source, config.model.dtype, config.model.device or None)
+        policy = load_model(source, model.dtype, model.device or None)
         generate = GenerateConfig(split="train", batch_size=fb.batch_size, max_new_tokens=fb.max_new_tokens,
                                   do_sample=True, temperature=fb.temperature, top_p=fb.top_p, prompt_style="plain")
         with _progress(console) as progress, partial.open("a", encoding="utf-8") as sink:
@@ -168,11 +172,11 @@ def sample_completions(config: RunConfig, source: ModelSource, prompts: list[dic
                 sink.flush()
                 progress.update(task, advance=len(indices))
 
-            generated = generate_batches(model, tokenizer, [prompt["prompt"] for prompt, _k in todo], generate,
-                                         seed=config.seed, on_batch=on_batch)
+            generated = generate_batches(policy, tokenizer, [prompt["prompt"] for prompt, _k in todo], generate,
+                                         seed=seed, on_batch=on_batch)
         stats.update(new_tokens=generated.new_tokens, generate_seconds=round(generated.seconds, 1),
                      tokens_per_s=round(generated.tokens_per_s, 1))
-        del model
+        del policy
         gc.collect()  # the judge may load an LLM next
     rows = [done[f"{prompt['example_id']}:{k}"] for prompt, k in wanted]
     if not finished:
@@ -191,13 +195,13 @@ def _code_hash(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
 
 
-def execute_samples(config: RunConfig, data: GorillaData, samples: Sequence[Sample], path: Path
-                    ) -> dict[str, ExecVerdict]:
+def execute_samples(execution: ExecConfig, api_db: ApiDatabase, evidence: dict[str, list[str]],
+                    samples: Sequence[Sample], path: Path) -> dict[str, ExecVerdict]:
     """Each sample's executability verdict (in `execution.mode`), by sample id. Verdicts are kept in `path`
     (JSONL, with the code's hash and the mode): a rerun runs only the snippets it has no verdict for."""
     from apirl.execution.stage import open_executor, run_checks
 
-    mode = config.execution.mode
+    mode = execution.mode
     codes = {sample.sample_id: runnable_code(sample.completion) for sample in samples}
     kept: dict[str, ExecVerdict] = {}
     if path.is_file():
@@ -207,7 +211,7 @@ def execute_samples(config: RunConfig, data: GorillaData, samples: Sequence[Samp
                 kept[verdict.key] = verdict
     missing = {key: code for key, code in codes.items() if key not in kept}
     if missing:
-        with open_executor(config, data) as executor:
+        with open_executor(execution, api_db, evidence) as executor:
             for verdict in run_checks(executor, missing, mode, "execute samples"):
                 kept[verdict.key] = verdict
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,29 +282,29 @@ def answer_stats(answers: Sequence[Sequence[Answer]]) -> dict[str, Any]:
             "answered_by": dict(sorted(by_judge.items()))}
 
 
-def _judge_settings(config: RunConfig) -> dict[str, Any]:
+def judge_settings(fb: FeedbackConfig) -> dict[str, Any]:
     """What decides the answers besides the config: the OpenAI-compatible server and model taken from the
     environment when the config leaves them empty (another model must not count as up to date)."""
-    fb = config.feedback
     if not (fb.judge == "openai" or (fb.judge == "hybrid" and fb.hybrid_llm == "openai")):
         return {}
     return {"openai_base_url": fb.openai_base_url or os.environ.get(ENV_BASE_URL, ""),
             "openai_model": fb.openai_model or os.environ.get(ENV_MODEL, "")}
 
 
-def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict[str, Any]:
+def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout, seed: int,
+                   stage_dir: Path, console: Console) -> dict[str, Any]:
     """Sample, judge and write the stage's files; returns the summary (also `summary.json`)."""
-    fb = config.feedback
     started = time.perf_counter()
-    source = policy_source(config)
-    prompts = load_prompts(config.run_dir / "data" / "train.jsonl", fb.prompts_limit, config.seed)
-    sample_rows, generation = sample_completions(config, source, prompts, stage_dir, console)
+    source = policy_source(fb, model, layout)
+    prompts = load_prompts(layout.split("train"), fb.prompts_limit, seed)
+    sample_rows, generation = sample_completions(fb, model, seed, source, prompts, stage_dir, console)
     samples = [Sample(row["sample_id"], request_of(row["prompt"]), row["completion"]) for row in sample_rows]
 
-    data = load_gorilla(config.data)
-    verdicts = execute_samples(config, data, samples, stage_dir / EXECUTIONS) if uses_execution(fb) else None
+    api_db = read_catalog(layout)
+    verdicts = (execute_samples(execution, api_db, read_hub_evidence(layout), samples, stage_dir / EXECUTIONS)
+                if uses_execution(fb) else None)
     with JudgmentCache(stage_dir / CACHE) as cache:
-        judge = make_judge(fb, data.api_db, cache, device=config.model.device or None, exec_verdicts=verdicts)
+        judge = make_judge(fb, api_db, cache, device=model.device or None, exec_verdicts=verdicts)
         answers = judge_samples(judge, samples, console)
         cache_stats = cache.stats()
     rows = [feedback_row(row, row_answers, fb.threshold) for row, row_answers in zip(sample_rows, answers, strict=True)]
@@ -329,20 +333,20 @@ def write_feedback(config: RunConfig, stage_dir: Path, console: Console) -> dict
     return summary
 
 
-def run_feedback(config: RunConfig, *, force: bool = False, console: Console | None = None) -> StageResult:
-    """The feedback stage: prepares the data stage if needed, then samples and judges unless an identical run
-    finished (`force` redoes it; the samples and the cached judgments are reused all the same)."""
+def run_feedback(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout, seed: int,
+                 *, force: bool = False, console: Console | None = None) -> StageResult[dict[str, Any]]:
+    """The feedback stage (`apirl feedback`): samples and judges unless an identical run finished (`force` redoes
+    it; the samples and the cached judgments are reused all the same). Reads the data stage's train split."""
     console = console or Console(stderr=True)
-    data = prepare_data(config)
-    source = policy_source(config)
-    weights = _weights(source)
-    inputs = [data.stage_dir / "train.jsonl", *([weights] if weights else [])]
-    stage_config = {"feedback": config.feedback.model_dump(mode="json", exclude=_CALIBRATE_FIELDS),
-                    "policy": source.spec, "dtype": config.model.dtype, **_judge_settings(config)}
+    source = policy_source(feedback, model, layout)
+    inputs = [layout.split("train"), layout.stage("data") / "api.jsonl", *policy_weights(source)]
+    stage_config = {"feedback": feedback.model_dump(mode="json", exclude=_CALIBRATE_FIELDS),
+                    "policy": source.spec, "dtype": model.dtype, **judge_settings(feedback)}
 
     def work(directory: Path) -> list[Path]:
-        write_feedback(config, directory, console)
+        write_feedback(feedback, model, execution, layout, seed, directory, console)
         return [directory / name for name in (SAMPLES, FEEDBACK, PAIRS, SUMMARY)]
 
-    return run_stage(config.run_dir / STAGE, config=stage_config, seed=config.seed, inputs=inputs, work=work,
-                     force=force)
+    result = run_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, work=work, force=force)
+    result.summary = json.loads((result.stage_dir / SUMMARY).read_text(encoding="utf-8"))
+    return result

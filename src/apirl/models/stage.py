@@ -1,4 +1,5 @@
-"""`apirl generate`: a model's responses to one split, written in Gorilla's responses format.
+"""The generate stage (`apirl generate`): a model's responses to one split of the data stage, in Gorilla's
+responses format, in `runs/<name>/generate/<label>/responses.jsonl`.
 
 The output is JSONL with `question_id` (null for examples that are not eval questions), `example_id` and `text`
 (the completion after `###Output:`), so `apirl eval responses FILE` scores it unchanged. Beside it,
@@ -13,35 +14,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from apirl.config import RunConfig
-from apirl.data.dataset import Example, build_examples, load_gorilla
-from apirl.jsonl import iter_jsonl, json_line, write_jsonl
+from apirl.data.dataset import Example
+from apirl.data.stage import read_examples
+from apirl.errors import InputError
+from apirl.jsonl import json_line, write_jsonl
+from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.models.generation import build_prompt, generate_batches, pick_shots
 from apirl.models.load import load_model, load_tokenizer, resolve_model
-from apirl.rundir import git_commit, package_versions, peak_memory_mb
+from apirl.rundir import RunLayout, StageResult, git_commit, package_versions, peak_memory_mb, run_stage, weight_files
 
 
-def split_examples(config: RunConfig) -> tuple[list[Example], list[Example]]:
-    """(the examples to answer, the train examples few-shot prompts may draw from)."""
-    data = load_gorilla(config.data)
-    splits = build_examples(data, config.data)
-    examples = splits[config.generate.split]
-    if config.generate.limit:
-        examples = examples[: config.generate.limit]
-    return examples, splits["train"]
-
-
-def _fingerprint(config: RunConfig, prompts: list[str]) -> dict[str, Any]:
+def _fingerprint(generate: GenerateConfig, model: ModelConfig, seed: int, prompts: list[str]) -> dict[str, Any]:
     digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
-    return {"model": config.model.name, "generate": config.generate.model_dump(mode="json"),
-            "seed": config.seed, "prompts_sha256": digest}
+    return {"model": model.name, "generate": generate.model_dump(mode="json"), "seed": seed,
+            "prompts_sha256": digest}
 
 
 def _resume(partial: Path, meta: Path, fingerprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -64,34 +59,36 @@ def _resume(partial: Path, meta: Path, fingerprint: dict[str, Any]) -> dict[str,
     return rows
 
 
-def generate_split(config: RunConfig, out: str | Path, console: Console | None = None) -> dict[str, Any]:
-    """Generate responses for `config.generate.split` with `config.model`; returns the summary (also saved as
-    `<out>.meta.json`)."""
+def generate_responses(generate: GenerateConfig, model: ModelConfig, seed: int, examples: Sequence[Example],
+                       train: Sequence[Example], out: str | Path, console: Console | None = None) -> dict[str, Any]:
+    """Generate responses to `examples` (few-shot prompts draw from `train`) with `model`; returns the summary
+    (also saved as `<out>.meta.json`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
-    gen = config.generate
-    examples, train = split_examples(config)
-    source = resolve_model(config.model.name, Path(config.model.cache_dir) if config.model.cache_dir else None)
+    gen = generate
+    if gen.limit:
+        examples = examples[: gen.limit]
+    source = resolve_model(model.name, Path(model.cache_dir) if model.cache_dir else None)
     tokenizer = load_tokenizer(source)
     shots = pick_shots(train, gen.shots, gen.shots_seed)
     prompts = [build_prompt(ex, gen.prompt_style, shots, tokenizer) for ex in examples]
     partial, partial_meta = out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.meta.json")
-    fingerprint = _fingerprint(config, prompts)
+    fingerprint = _fingerprint(gen, model, seed, prompts)
     done = _resume(partial, partial_meta, fingerprint)
     if not done:
         partial.unlink(missing_ok=True)
     partial_meta.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     todo = [i for i, ex in enumerate(examples) if ex.example_id not in done]
     started = time.perf_counter()
-    model = load_model(source, config.model.dtype, config.model.device or None)
+    policy = load_model(source, model.dtype, model.device or None)
     load_seconds = time.perf_counter() - started
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[rate]}"))
     with Progress(*columns, console=console, transient=False) as progress, \
             partial.open("a", encoding="utf-8") as sink:
-        task = progress.add_task(f"generate {config.model.name} on {gen.split}", total=len(examples),
+        task = progress.add_task(f"generate {model.name} on {gen.split}", total=len(examples),
                                  completed=len(done), rate="")
         tokens = 0
         batch_started = time.perf_counter()
@@ -108,16 +105,16 @@ def generate_split(config: RunConfig, out: str | Path, console: Console | None =
             rate = tokens / max(time.perf_counter() - batch_started, 1e-9)
             progress.update(task, advance=len(indices), rate=f"{rate:.0f} tok/s")
 
-        stats = generate_batches(model, tokenizer, [prompts[i] for i in todo], gen, seed=config.seed,
+        stats = generate_batches(policy, tokenizer, [prompts[i] for i in todo], gen, seed=seed,
                                  add_special_tokens=gen.prompt_style == "plain", on_batch=on_batch)
     write_jsonl(out, (done[ex.example_id] for ex in examples))
     summary = {
-        "file": str(out), "model": config.model.name, "model_location": source.location,
+        "file": str(out), "model": model.name, "model_location": source.location,
         "split": gen.split, "n": len(examples), "resumed": len(examples) - len(todo),
         "generated": stats.prompts, "new_tokens": stats.new_tokens,
         "tokens_per_s": round(stats.tokens_per_s, 1), "generate_seconds": round(stats.seconds, 1),
         "load_seconds": round(load_seconds, 1), "peak_memory_mb": peak_memory_mb(),
-        "seed": config.seed, "generate": gen.model_dump(mode="json"), "shots": [s.example_id for s in shots],
+        "seed": seed, "generate": gen.model_dump(mode="json"), "shots": [s.example_id for s in shots],
         "versions": package_versions(), "commit": git_commit(),
     }
     out.with_name(out.name + ".meta.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -126,5 +123,32 @@ def generate_split(config: RunConfig, out: str | Path, console: Console | None =
     return summary
 
 
-def read_generations(path: str | Path) -> list[dict[str, Any]]:
-    return [row for _line, row in iter_jsonl(path, what="generations file")]
+def default_label(spec: str, layout: RunLayout) -> str:
+    """The label of a model's responses when none is given: the stage of a model inside the run (`sft`, `ppo`),
+    else the spec with every character but letters, digits, '.', '_' and '-' as '_'."""
+    path = Path(spec).absolute()
+    if path.name == "model" and path.parent.parent == layout.root:
+        return path.parent.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.removeprefix("hf:")).strip("_") or "model"
+
+
+def run_generate(generate: GenerateConfig, model: ModelConfig, layout: RunLayout, seed: int, label: str, *,
+                 force: bool = False, console: Console | None = None) -> StageResult[dict[str, Any]]:
+    """The generate stage of one model (`runs/<name>/generate/<label>/`): its responses to `generate.split` of
+    the data stage, skipped when the model's weights, the examples and the settings are unchanged."""
+    if "/" in model.name and not Path(model.name).is_dir() and not model.name.startswith("hf:"):
+        raise InputError(f"no model at {model.name} for the {label!r} responses: its stage has not run",
+                         field="model.name")
+    weights = weight_files(model.name) if Path(model.name).is_dir() else []
+    inputs = [layout.split(generate.split), layout.split("train"), *weights]
+    responses = layout.responses(label)
+
+    def work(directory: Path) -> list[Path]:
+        examples, train = read_examples(layout, generate.split), read_examples(layout, "train")
+        generate_responses(generate, model, seed, examples, train, responses, console)
+        return [responses, responses.with_name(responses.name + ".meta.json")]
+
+    stage_config = {"model": model.model_dump(mode="json"), "generate": generate.model_dump(mode="json")}
+    result = run_stage(responses.parent, config=stage_config, seed=seed, inputs=inputs, work=work, force=force)
+    result.summary = json.loads(responses.with_name(responses.name + ".meta.json").read_text(encoding="utf-8"))
+    return result
