@@ -80,3 +80,27 @@ def test_sampling_is_fixed_by_the_generator(tiny: tuple) -> None:
                              generator=torch.Generator().manual_seed(seed))
 
     assert draw(1) == draw(1) and draw(1) != draw(2)
+
+
+def test_kept_finished_rows_leave_the_other_rows_draws_unchanged(tiny: tuple) -> None:
+    """With `keep_finished` every step draws for the whole batch, so a row samples the same tokens whether or not
+    the other rows have finished (PPO's rollouts rely on it); each row still ends at its own EOS."""
+    import torch
+
+    model, tokenizer = tiny
+    encoded = tokenizer(["###Instruction: x\n###Output:", "###Instruction: yy\n###Output:",
+                         "###Instruction: a longer one\n###Output:"], return_tensors="pt", padding=True)
+
+    def draw(eos: list[int]) -> list[list[int]]:
+        return decode_pruned(model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=8, eos_ids=eos,
+                             do_sample=True, temperature=1.0, generator=torch.Generator().manual_seed(3),
+                             keep_finished=True)
+
+    free = draw([-1])  # no row ever ends
+    assert all(len(row) == 8 for row in free)
+    eos = [free[1][2]]  # row 1 ends by its third token
+    stopped = draw(eos)
+    for row, tokens in zip(free, stopped, strict=True):
+        end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+        assert tokens == row[:end]
+    assert len(stopped[1]) <= 3

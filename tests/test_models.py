@@ -85,6 +85,19 @@ def test_loading_a_model_that_does_not_exist_is_a_clear_error(tmp_path: Path, mo
         load_model(empty)
 
 
+def test_a_model_that_will_not_load_names_the_config_key_that_chose_it(tmp_path: Path) -> None:
+    """`rl.policy` (or `reward.base`, `feedback.policy`) pointing at an empty directory: the error says which key
+    to fix, whether the tokenizer or the weights fail."""
+    from apirl.models.load import load_model, load_tokenizer, resolve_or_sft
+
+    source = resolve_or_sft(str(tmp_path), tmp_path, "", "rl.policy")
+    for load in (load_tokenizer, load_model):
+        with pytest.raises(InputError, match=r"\[rl\.policy\]") as info:
+            load(source)
+        assert info.value.field == "rl.policy"
+    assert resolve_model(str(tmp_path)).field == "model.name"
+
+
 # ------------------------------------------------------------------------------------------------------------
 # With the tiny random model (SmolLM2's tokenizer) and the real data: files round-trip through the evaluator.
 

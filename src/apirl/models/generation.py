@@ -100,13 +100,11 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
 
     import torch
 
-    from apirl.models.engine import decode_pruned
+    from apirl.models.engine import decode_pruned, eos_token_ids
 
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    eos = model.generation_config.eos_token_id
-    eos = eos if eos is not None else tokenizer.eos_token_id
-    eos_ids = list(eos) if isinstance(eos, list | tuple) else [int(eos)]
+    eos_ids = eos_token_ids(model, tokenizer)
 
     def stopped(tokens: list[int]) -> bool:
         tail = tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=True)

@@ -18,7 +18,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +168,13 @@ def _align_special_ids(model: Any, tokenizer: Any) -> None:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a spec's weights come from: a local directory or a hub id (for `hf:` specs)."""
+    """Where a spec's weights come from: a local directory or a hub id (for `hf:` specs). `field` is the config
+    key that named it, so an error loading it says which key to fix."""
 
     spec: str
     location: str
     local: bool
+    field: str = "model.name"
 
 
 def resolve_model(spec: str, cache_dir: Path | None = None) -> ModelSource:
@@ -233,7 +235,7 @@ def _load_error(source: ModelSource, exc: Exception) -> InputError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = "the local directory" if source.local else "the Hugging Face hub or its local cache"
     return InputError(f"cannot load model {source.spec!r} from {where} ({source.location}): {first}",
-                      field="model.name")
+                      field=source.field)
 
 
 def resolve_or_sft(spec: str, run_dir: Path, cache_dir: str, field: str) -> ModelSource:
@@ -246,6 +248,7 @@ def resolve_or_sft(spec: str, run_dir: Path, cache_dir: str, field: str) -> Mode
                              f"--set {field}=<model spec>", field=field)
         spec = str(model_dir)
     try:
-        return resolve_model(spec, Path(cache_dir) if cache_dir else None)
+        source = resolve_model(spec, Path(cache_dir) if cache_dir else None)
     except InputError as exc:
         raise InputError(exc.reason, path=exc.path, field=field) from exc
+    return replace(source, field=field)
