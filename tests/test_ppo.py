@@ -48,6 +48,38 @@ def test_logprobs_line_up_with_a_manual_forward_pass() -> None:
             assert torch.allclose(logp[row, t], expected, atol=1e-4), (row, t, float(logp[row, t]), float(expected))
 
 
+def test_a_response_that_ends_early_is_padded_and_masked_after_its_eos() -> None:
+    """The rollout's tensors from the engine's rows: the EOS is a real token, padding and a zero mask follow it,
+    `ended` says which rows produced one, and T is the longest row."""
+    import torch
+
+    from apirl.config import load_config
+    from apirl.train.ppo import encode_prompts, load_models, sample_responses
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "smoke.toml", [])
+    models = load_models(config, "cpu")
+    prompts = ["###Instruction: classify a review\n###Output:", "###Instruction: hi\n###Output:"]
+    prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, 64, "cpu")
+    pad = models.tokenizer.pad_token_id
+
+    def sample(eos_ids: list[int]) -> tuple:
+        return sample_responses(models.policy, prompt_ids, prompt_mask, max_new_tokens=6, temperature=1.0, top_p=1.0,
+                                eos_ids=eos_ids, pad_id=pad, generator=torch.Generator().manual_seed(0))
+
+    free_ids, free_mask, free_ended = sample([-1])
+    assert free_mask.all() and not free_ended.any()
+    eos = int(free_ids[0, 1])  # row 0 ends at its second token at the latest
+    ids, mask, ended = sample([eos])
+    first = [next((t + 1 for t in range(6) if int(free_ids[r, t]) == eos), 6) for r in range(2)]
+    assert ids.shape == mask.shape == (2, max(first)) and mask.dtype == torch.float32
+    for row in range(2):
+        assert mask[row].tolist() == [1.0] * first[row] + [0.0] * (max(first) - first[row])
+        assert ids[row, :first[row]].tolist() == free_ids[row, :first[row]].tolist()
+        assert (ids[row, first[row]:] == pad).all()
+        assert bool(ended[row]) == (int(ids[row, first[row] - 1]) == eos)
+    assert bool(ended[0])
+
+
 @pytest.mark.integration
 def test_smoke_ppo_raises_a_rule_reward_with_a_bounded_kl(real_data_dir: Path, tmp_path: Path) -> None:
     from apirl.train.ppo import run_ppo

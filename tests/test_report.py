@@ -73,7 +73,7 @@ def run_dir(tmp_path: Path) -> Path:
             {"question_id": q, "gorilla_outcome": "correct" if q < right else "hallucination",
              "strict_outcome": "hallucination", "has_reference_code": True, "rouge_l": 0.3, "codebleu_sentence": 0.2,
              **({"executes": q < runs} if runs is not None else {})} for q in range(40)])
-    _write_lines(run / "sft" / "log_history.jsonl", [
+    _write_lines(run / "sft" / "log.jsonl", [
         {"loss": 2.0, "step": 4, "epoch": 0.1}, {"loss": 1.5, "step": 8, "epoch": 0.2},
         {"eval_loss": 1.7, "step": 8, "epoch": 0.2}, {"train_runtime": 10.0, "step": 8}])
     _write(run / "sft" / "summary.json", {"steps": 8, "first_loss": 2.0, "last_loss": 1.5, "eval_loss": 1.7})
@@ -91,11 +91,11 @@ def run_dir(tmp_path: Path) -> Path:
         "kind": "classifier", "heldout_accuracy": 0.8125, "heldout_auc": 0.9, "gold_vs_mutant": {
             "split": "val", "examples": 10, "pairs": 40, "rate": 0.7,
             "per_kind": {"syntax_error": {"pairs": 20, "rate": 0.95}, "unknown_kwarg": {"pairs": 20, "rate": 0.45}}}})
-    _write_lines(run / "reward" / "log_history.jsonl", [{"loss": 0.7, "step": 1}, {"loss": 0.5, "step": 2}])
+    _write_lines(run / "reward" / "log.jsonl", [{"loss": 0.7, "step": 1}, {"loss": 0.5, "step": 2}])
     _write_lines(run / "ppo" / "log.jsonl", [
         {"step": s, "score": 0.1 * s, "kl": 0.01 * s, "entropy": 1.0, "clip_fraction": 0.1, "value_loss": 0.2,
          "response_length": 30 + s} for s in range(1, 5)])
-    _write(run / "ppo" / "summary.json", {"algorithm": "ppo", "steps": 4, "first_score": 0.1, "last_score": 0.4})
+    _write(run / "ppo" / "summary.json", {"algorithm": "ppo", "steps": 4, "first_reward": 0.1, "last_reward": 0.4})
     _write_lines(run / "grpo" / "log.jsonl", [
         {"step": s, "reward": 0.2 * s, "kl": 0.02 * s, "completions/mean_length": 40.0, "rewards/tools/mean": 0.3}
         for s in range(1, 4)] + [{"train_runtime": 5.0, "step": 3}])
@@ -136,7 +136,7 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     assert "| tools | 0.8399 | 1 | 0.6362 | 1.155 | 20 | val |" in markdown
     assert "| local | 0.5157 | 0.5025 | – | – (all cached) | 20 | val |" in markdown
     assert "| syntax_error | 20 | 0.95 |" in markdown and "| heldout_auc | 0.9 |" in markdown
-    assert "| last_score | 0.4 |" in markdown and "rloo: not run" in markdown
+    assert "| last_reward | 0.4 |" in markdown and "rloo: not run" in markdown
     assert "| sft | 2026-01-02T03:04:05+00:00 | 1,555 | 13,152 |" in markdown
     assert "| reward | skipped | 0.1 |  |" in markdown
     assert "**Commit:** `abc123`" in markdown and "`apirl report runs/tiny`" in markdown

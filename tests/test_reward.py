@@ -106,7 +106,7 @@ def write_feedback(config: Any, examples: int = 6) -> None:
     target's first third (not acceptable, score 2), and the pair of the two."""
     from apirl.data.stage import prepare_data
 
-    data = prepare_data(config)
+    data = prepare_data(config.data, config.layout, config.seed)
     rows = [json.loads(line) for line in (data.stage_dir / "train.jsonl").read_text().splitlines()]
     rows, pairs = [r for r in rows if r["complete"]][:examples], []
     feedback = []

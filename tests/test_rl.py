@@ -127,7 +127,8 @@ def test_grpo_resumed_after_a_kill_ends_with_the_same_weights(real_data_dir: Pat
 def _write_pairs(config: Any, count: int = 12) -> Path:
     from apirl.data.stage import prepare_data
 
-    rows = [json.loads(line) for line in (prepare_data(config).stage_dir / "train.jsonl").read_text().splitlines()]
+    train = prepare_data(config.data, config.layout, config.seed).stage_dir / "train.jsonl"
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
     path = config.run_dir / "feedback" / "pairs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:

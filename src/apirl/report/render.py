@@ -274,11 +274,11 @@ def per_domain_section(run: RunData) -> Section:
 def sft_section(run: RunData) -> Section:
     section = Section("Supervised fine-tuning")
     if run.sft_log is None and run.sft_summary is None:
-        section.blocks.append(f"SFT: {NOT_RUN} (no `sft/log_history.jsonl` or `sft/summary.json`).")
+        section.blocks.append(f"SFT: {NOT_RUN} (no `sft/log.jsonl` or `sft/summary.json`).")
         return section
     image = plots.loss_curves(run.sft_log or [], "SFT loss")
     if image:
-        section.blocks.append(Plot("SFT loss against the step (sft/log_history.jsonl)", image))
+        section.blocks.append(Plot("SFT loss against the step (sft/log.jsonl)", image))
     if run.sft_summary:
         section.blocks.append(scalar_table(run.sft_summary))
     return section
@@ -324,7 +324,7 @@ def reward_section(run: RunData) -> Section:
     section = Section("Reward model")
     summary = run.reward_summary
     if summary is None and run.reward_log is None:
-        section.blocks.append(f"Reward model: {NOT_RUN} (no `reward/summary.json` or `reward/log_history.jsonl`).")
+        section.blocks.append(f"Reward model: {NOT_RUN} (no `reward/summary.json` or `reward/log.jsonl`).")
         return section
     if summary:
         gold = summary.get("gold_vs_mutant") or {}
@@ -340,7 +340,7 @@ def reward_section(run: RunData) -> Section:
                                        "mutants", image))
     image = plots.loss_curves(run.reward_log or [], "Reward model loss")
     if image:
-        section.blocks.append(Plot("Reward model loss against the step (reward/log_history.jsonl)", image))
+        section.blocks.append(Plot("Reward model loss against the step (reward/log.jsonl)", image))
     if summary:
         section.blocks.append(scalar_table(summary))
         gold = summary.get("gold_vs_mutant") or {}

@@ -1,5 +1,6 @@
-"""What every training stage shares: finding the checkpoint to resume, guarding it, the precision flags and the
-Trainer arguments that mean the same in every stage.
+"""What every training stage shares: finding the checkpoint to resume, guarding it, the precision flags, the
+Trainer arguments that mean the same in every stage, and the outputs every stage leaves the same way (`model/`,
+`log.jsonl`, `summary.json`).
 
 A stage keeps its Trainer checkpoints in `<stage>/checkpoints/` with the stage's fingerprint (config, seed, input
 hashes) stamped beside them. A rerun refuses to continue checkpoints that another config wrote, and refuses to
@@ -19,6 +20,9 @@ from apirl.train.config import TrainerFields
 
 FINGERPRINT = "apirl-fingerprint.json"
 CHECKPOINTS_DIR = "checkpoints"
+MODEL_DIR = "model"
+LOG = "log.jsonl"  # one line per logged step, in every training stage
+SUMMARY = "summary.json"
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
@@ -99,19 +103,26 @@ def trainer_kwargs(table: TrainerFields, stage_dir: Path, seed: int, has_eval: b
     )
 
 
-def save_final_model(model: Any, tokenizer: Any, model_dir: Path, merge_lora: bool) -> None:
+def save_final_model(model: Any, tokenizer: Any, model_dir: Path, merge_lora: bool,
+                     padding_side: str = "left") -> None:
     """The trained model as a plain checkpoint any stage loads (`apirl generate --model DIR`): LoRA adapters
-    merged into the weights, the tokenizer beside it with left padding (generation's side)."""
+    merged into the weights, the tokenizer beside it with generation's (left) padding; the reward model keeps
+    the right padding it was trained with."""
     final = model.merge_and_unload() if merge_lora else model
     if model_dir.exists():
         shutil.rmtree(model_dir)
     final.save_pretrained(model_dir)
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = padding_side
     tokenizer.save_pretrained(model_dir)
 
 
-def write_log_history(path: Path, log_history: list[dict[str, Any]]) -> None:
-    """A Trainer's `state.log_history`, one JSON line per logged step."""
-    with path.open("w", encoding="utf-8") as handle:
+def write_log(stage_dir: Path, log_history: list[dict[str, Any]]) -> None:
+    """A Trainer's `state.log_history` as `<stage>/log.jsonl`, one JSON line per logged step."""
+    with (stage_dir / LOG).open("w", encoding="utf-8") as handle:
         for entry in log_history:
             handle.write(json_line(entry))
+
+
+def write_summary(stage_dir: Path, summary: dict[str, Any]) -> None:
+    """A stage's summary as `<stage>/summary.json` (what its entry point returns, and the CLI and report read)."""
+    (stage_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

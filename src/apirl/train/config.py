@@ -141,8 +141,6 @@ class PpoConfig(StrictModel):
     Training runs in fp32 (no bf16 option yet). The seed is the run's `seed`.
     """
 
-    policy: str = ""
-    reward_model: str = ""
     steps: int = Field(100, ge=1)
     prompts_per_step: int = Field(16, ge=2)
     response_length: int = Field(128, ge=1)

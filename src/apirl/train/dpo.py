@@ -12,7 +12,6 @@ Outputs in `runs/<name>/dpo/`: `log.jsonl`, `tensorboard/`, `summary.json`, `mod
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,18 +22,16 @@ from apirl.errors import InputError
 from apirl.rundir import StageResult
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
+    MODEL_DIR,
     checkpoint_to_resume,
     save_final_model,
     trainer_kwargs,
-    write_log_history,
+    write_log,
+    write_summary,
 )
+from apirl.train.common import load_policy, policy_inputs, run_rl_stage
 from apirl.train.config import lora_config
 from apirl.train.reward import heldout_examples, load_preferences
-from apirl.train.rl import policy_inputs, policy_source, run_rl_stage
-
-STAGE = "dpo"
-MODEL_DIR = "model"
-LOG = "log.jsonl"
 
 
 def pairs_path(config: RunConfig) -> Path:
@@ -44,12 +41,8 @@ def pairs_path(config: RunConfig) -> Path:
 def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
               fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the policy with DPO on the preference pairs; returns the summary (also `summary.json`)."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
-
-    from apirl.models.load import load_tokenizer
 
     dpo = config.dpo
     pairs = load_preferences(pairs_path(config))
@@ -62,13 +55,7 @@ def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
 
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
-    source = policy_source(config)
-    tokenizer = load_tokenizer(source)
-    try:
-        policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
-                         field="rl.policy") from exc
+    policy, tokenizer, source = load_policy(config)
 
     def dataset(rows: Sequence[dict[str, str]]) -> Any:
         return Dataset.from_list([{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows])
@@ -88,7 +75,7 @@ def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     final_eval = trainer.evaluate() if heldout_pairs else {}
 
     save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
-    write_log_history(stage_dir / LOG, trainer.state.log_history)
+    write_log(stage_dir, trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {
         "algorithm": "dpo", "policy": source.spec, "method": config.rl.method,
@@ -101,7 +88,7 @@ def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
         "heldout_reward_margin": final_eval.get("eval_rewards/margins"),
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
     }
-    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)
     return summary
 

@@ -16,7 +16,6 @@ scheduler and RNG states).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -24,21 +23,26 @@ from pathlib import Path
 from typing import Any
 
 from apirl.config import RunConfig
-from apirl.errors import InputError
 from apirl.rundir import StageResult
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
+    MODEL_DIR,
     base_trainer_kwargs,
     checkpoint_to_resume,
     save_final_model,
-    write_log_history,
+    write_log,
+    write_summary,
+)
+from apirl.train.common import (
+    load_policy,
+    load_prompts,
+    online_inputs,
+    progress_summary,
+    reward_summary,
+    run_rl_stage,
 )
 from apirl.train.config import GroupFields, lora_config
 from apirl.train.rewards import reward_terms, trl_reward_funcs
-from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, run_rl_stage
-
-MODEL_DIR = "model"
-LOG = "log.jsonl"
 
 
 def group_table(config: RunConfig) -> GroupFields:
@@ -84,32 +88,19 @@ def trainer_args(config: RunConfig, stage_dir: Path) -> Any:
     return RLOOConfig(**common, normalize_advantages=config.rloo.normalize_advantages)
 
 
-def _mean_of(log: Sequence[dict[str, Any]], key: str) -> float | None:
-    values = [entry[key] for entry in log if key in entry]
-    return sum(values) / len(values) if values else None
-
-
 def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
                 fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run GRPO or RLOO and save the final policy into `stage_dir/model`; returns the summary (also
     `summary.json`)."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
 
-    from apirl.models.load import default_device, load_tokenizer
+    from apirl.models.load import default_device
 
     algorithm = config.rl.algorithm
     prompts = load_prompts(config.run_dir / "data" / "train.jsonl")
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
-    source = policy_source(config)
-    tokenizer = load_tokenizer(source)  # left padding, as TRL requires for sampling
-    try:
-        policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
-                         field="rl.policy") from exc
+    policy, tokenizer, source = load_policy(config)  # left padding, as TRL requires for sampling
     if algorithm == "grpo":
         from trl import GRPOTrainer as Trainer
     else:
@@ -132,22 +123,16 @@ def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, cal
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
+    write_log(stage_dir, trainer.state.log_history)
     log = [entry for entry in trainer.state.log_history if "reward" in entry]
-    write_log_history(stage_dir / LOG, trainer.state.log_history)
-    window = max(1, len(log) // 4)
     summary = {
         "algorithm": algorithm, "policy": source.spec, "reward": reward_summary(config), "method": config.rl.method,
         "steps": trainer.state.global_step, "resumed_from": resume_from.name if resume_from else None,
-        "first_reward": _mean_of(log[:window], "reward"), "last_reward": _mean_of(log[-window:], "reward"),
-        "last_kl": log[-1].get("kl") if log else None,
-        "mean_completion_length": _mean_of(log, "completions/mean_length"),
+        **progress_summary(log, reward="reward", kl="kl", length="completions/mean_length",
+                           terms={term.name: f"rewards/{term.name}/mean" for term in terms}),
         "train_seconds_this_run": round(time.perf_counter() - started, 1),
     }
-    for term in terms:
-        key = f"rewards/{term.name}/mean"
-        summary[f"first_{term.name}"] = _mean_of(log[:window], key)
-        summary[f"last_{term.name}"] = _mean_of(log[-window:], key)
-    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)
     return summary
 

@@ -4,8 +4,9 @@ readable top to bottom. The math lives in `apirl.train.ppo_math` (tested by hand
 One step:
 
 1. sample `prompts_per_step` prompts of the data stage's train split (seeded by run seed and step);
-2. sample one response each from the policy (our own loop: left-padded prompts, KV cache, a `torch.Generator`
-   seeded by run seed and step, temperature and top-p), truncated after its first EOS; `ended` says which
+2. sample one response each from the policy with the one sampler of `apirl.models.engine` (left-padded prompts,
+   KV cache, a `torch.Generator` seeded by run seed and step, temperature and top-p; finished rows stay in the
+   batch, so the draws are those of the whole batch), truncated after its first EOS; `ended` says which
    responses produced one;
 3. one no-grad forward pass of prompt + response through the policy (old log-probs, values) and the frozen
    reference (reference log-probs): the logits at position t predict token t + 1, so the response's log-probs are
@@ -52,19 +53,30 @@ from typing import Any
 from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl, json_line
-from apirl.models.engine import filter_top_p
+from apirl.models.engine import decode_pruned, eos_token_ids, position_ids
 from apirl.models.generation import cut_at_stop
 from apirl.rundir import StageResult
 from apirl.train import ppo_math
-from apirl.train.checkpoints import checkpoint_to_resume, save_final_model
+from apirl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    LOG,
+    MODEL_DIR,
+    checkpoint_to_resume,
+    save_final_model,
+    write_summary,
+)
+from apirl.train.common import (
+    load_policy,
+    load_prompts,
+    online_inputs,
+    policy_source,
+    progress_summary,
+    reward_summary,
+    run_rl_stage,
+)
 from apirl.train.config import lora_config
 from apirl.train.rewards import combine, reward_terms
-from apirl.train.rl import load_prompts, online_inputs, policy_source, reward_summary, run_rl_stage
 
-STAGE = "ppo"
-MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
-LOG = "log.jsonl"
 STATE_FILE = "state.pt"
 DONE_FILE = "trainer_state.json"  # written last in a checkpoint: `last_checkpoint` trusts only complete ones
 
@@ -98,18 +110,9 @@ class Models:
 
 def load_models(config: RunConfig, device: str) -> Models:
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from apirl.models.load import load_tokenizer
-
-    source = policy_source(config)
-    tokenizer = load_tokenizer(source)  # left padding
-    try:
-        policy = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load policy {source.spec!r} ({source.location}): {exc}",
-                         field="rl.policy") from exc
-    policy.to(device)
+    policy, tokenizer, _ = load_policy(config, device)  # fp32; the tokenizer pads on the left
+    eos_ids = eos_token_ids(policy, tokenizer)
     reference = None
     if config.rl.method == "lora":
         from peft import get_peft_model
@@ -121,8 +124,6 @@ def load_models(config: RunConfig, device: str) -> Models:
     value_head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
     torch.nn.init.zeros_(value_head.weight)
     torch.nn.init.zeros_(value_head.bias)
-    eos = policy.config.eos_token_id if policy.config.eos_token_id is not None else tokenizer.eos_token_id
-    eos_ids = list(eos) if isinstance(eos, list | tuple) else [int(eos)]
     return Models(policy, value_head, reference, tokenizer, eos_ids)
 
 
@@ -166,43 +167,22 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, devi
     return input_ids, mask
 
 
-def position_ids(mask: Any) -> Any:
-    """Positions that skip left padding (what `generate` uses), so a padded row sees the same positions as alone."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_tokens: int, temperature: float,
                      top_p: float, eos_ids: Sequence[int], pad_id: int, generator: Any) -> tuple[Any, Any, Any]:
-    """(response ids (B, T), response mask (B, T), ended (B,)), sampled token by token with the KV cache from
-    softmax(logits / temperature), nucleus-filtered, drawn with `generator`. A row stops at its first EOS (that
-    EOS is a real token; padding follows); all stop when every row has ended or after max_new_tokens."""
+    """(response ids (B, T), response mask (B, T), ended (B,)) from the engine's sampler (softmax(logits /
+    temperature), nucleus-filtered, drawn with `generator`; finished rows stay in the batch). A row stops at its
+    first EOS (a real token; `pad_id` follows); T is the longest row, at most max_new_tokens."""
     import torch
 
-    eos = torch.tensor(list(eos_ids), device=prompt_ids.device)
-    batch = prompt_ids.shape[0]
-    mask = prompt_mask
-    positions = position_ids(prompt_mask)
-    with torch.no_grad():
-        out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=1)
-        next_position = positions[:, -1:] + 1
-        done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
-        tokens, real = [], []
-        for index in range(max_new_tokens):
-            probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
-            token = torch.multinomial(filter_top_p(probs, top_p), 1, generator=generator).squeeze(1)
-            real.append(~done)
-            token = torch.where(done, torch.full_like(token, pad_id), token)
-            tokens.append(token)
-            done = done | torch.isin(token, eos)
-            if bool(done.all()) or index == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
-                        past_key_values=out.past_key_values, use_cache=True)
-            next_position = next_position + 1
-    response_mask = torch.stack(real, dim=1).float()
-    return torch.stack(tokens, dim=1), response_mask, done
+    rows = decode_pruned(model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                         do_sample=True, temperature=temperature, top_p=top_p, generator=generator,
+                         keep_finished=True)
+    width = max(len(row) for row in rows)
+    device = prompt_ids.device
+    response_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)
+    response_mask = torch.tensor([[1.0] * len(row) + [0.0] * (width - len(row)) for row in rows], device=device)
+    ended = torch.tensor([row[-1] in eos_ids for row in rows], device=device)
+    return response_ids, response_mask, ended
 
 
 def rollout(models: Models, prompts: list[str], config: RunConfig, generator: Any) -> Rollout:
@@ -412,17 +392,17 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
 
     save_final_model(models.policy, models.tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
     torch.save(models.value_head.state_dict(), stage_dir / "value_head.pt")
-    window = max(1, len(log) // 4)
     summary = {
         "algorithm": "ppo", "policy": policy_source(config).spec, "reward": reward_summary(config),
         "method": config.rl.method,
         "steps": len(log), "resumed_from": resume_from.name if resume_from else None,
-        "first_score": sum(e["score"] for e in log[:window]) / window,
-        "last_score": sum(e["score"] for e in log[-window:]) / window,
-        "last_kl": log[-1]["kl"], "final_kl_coef": kl_ctl.coef,
+        # PPO's log says `score` and `reward_<term>` (the latter only with more than one term).
+        **progress_summary(log, reward="score", kl="kl", length="response_length",
+                           terms={term.name: f"reward_{term.name}" for term in terms}),
+        "final_kl_coef": kl_ctl.coef,
         "train_seconds_this_run": round(time.perf_counter() - started, 1),
     }
-    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)
     return summary
 

@@ -27,7 +27,7 @@ fall on one side, so no held-out prompt was seen). The trained model is then sco
 Checkpoints, `--resume` and the outputs follow `apirl.train.sft`: checkpoints under `checkpoints/` beside a
 fingerprint stamp (a resume never continues another config's checkpoints; they are deleted after success), the
 final model (LoRA merged) with its tokenizer in `runs/<name>/reward/model/`, plus `summary.json`,
-`log_history.jsonl` and TensorBoard logs. `RewardModel.load(runs/<name>/reward/model)` is what the RL stage uses.
+`log.jsonl` and TensorBoard logs. `RewardModel.load(runs/<name>/reward/model)` is what the RL stage uses.
 """
 
 from __future__ import annotations
@@ -42,17 +42,25 @@ from typing import Any
 from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.feedback.calibrate import GOLD, calibration_samples
-from apirl.jsonl import iter_jsonl, json_line
+from apirl.jsonl import iter_jsonl
 from apirl.models.load import ModelSource, default_device, resolve_or_sft
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
 from apirl.stats import auc, win_rate
-from apirl.train.checkpoints import CHECKPOINTS_DIR, checkpoint_to_resume, trainer_kwargs
+from apirl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    LOG,
+    MODEL_DIR,
+    SUMMARY,
+    checkpoint_to_resume,
+    save_final_model,
+    trainer_kwargs,
+    write_log,
+    write_summary,
+)
 from apirl.train.config import lora_config
 
 STAGE = "reward"
-MODEL_DIR = "model"
-LOG_HISTORY = "log_history.jsonl"
 # Beside the weights: the kind and the max_length the model was trained with, read by `RewardModel.load`.
 METADATA = "apirl-reward.json"
 
@@ -422,23 +430,15 @@ def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, ca
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)  # before a merge
-    trained = trainer.model
-    if reward.method == "lora":
-        trained = trained.merge_and_unload()
     model_dir = stage_dir / MODEL_DIR
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    trained.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_final_model(trainer.model, tokenizer, model_dir, reward.method == "lora", padding_side="right")
     (model_dir / METADATA).write_text(json.dumps({"kind": reward.kind, "base": source.spec,
                                                   "max_length": reward.max_length}, indent=2) + "\n",
                                       encoding="utf-8")
-    with (stage_dir / LOG_HISTORY).open("w", encoding="utf-8") as handle:
-        for entry in trainer.state.log_history:
-            handle.write(json_line(entry))
+    write_log(stage_dir, trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     state = trainer.state
-    del trainer, trained, model
+    del trainer, model
 
     reward_model = RewardModel.load(model_dir, config.model.device or None)
     evaluation = evaluate_reward_model(reward_model, config, heldout_rows, heldout_pairs, reward.batch_size)
@@ -459,7 +459,7 @@ def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, ca
         "trainable_parameters": trainable,
         **evaluation,
     }
-    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)  # optimizer states; the final model is what stays
     return summary
 
@@ -477,7 +477,7 @@ def run_reward(config: RunConfig, *, resume: bool = False, force: bool = False,
         if not path.is_file():
             raise InputError("not found: run `apirl feedback` first", path=path)
     source = base_source(config)
-    inputs = [*needed, *_weights(source), *data_inputs(config)]
+    inputs = [*needed, *_weights(source), *data_inputs(config.data)]
     stage_dir = config.run_dir / STAGE
     if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
         shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
@@ -490,7 +490,7 @@ def run_reward(config: RunConfig, *, resume: bool = False, force: bool = False,
     def work(directory: Path) -> list[Path]:
         train_reward(config, directory, resume=resume, callbacks=callbacks,
                      fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / "summary.json", directory / LOG_HISTORY, *sorted((directory / MODEL_DIR).glob(
+        return [directory / SUMMARY, directory / LOG, *sorted((directory / MODEL_DIR).glob(
             "*.safetensors"))]
 
     return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)

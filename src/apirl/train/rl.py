@@ -1,116 +1,28 @@
-"""`apirl rl`: one config key (`rl.algorithm`) picks PPO (ours, `apirl.train.ppo`), GRPO or RLOO (TRL,
-`apirl.train.grpo`) or DPO (TRL, `apirl.train.dpo`). What they share lives here: the policy they start from,
-the files their result depends on, and what goes into their stage manifest.
+"""`apirl rl`: one config key (`rl.algorithm`) picks the recipe: PPO (ours, `apirl.train.ppo`), GRPO or RLOO (TRL,
+`apirl.train.grpo`) or DPO (TRL, `apirl.train.dpo`). What the recipes share lives in `apirl.train.common`.
 
 Each algorithm writes its own stage directory, `runs/<name>/<algorithm>/`, with `model/` (the final policy as
 a plain checkpoint: `apirl generate --model runs/<name>/<algorithm>/model`), `log.jsonl` (one line per logged
-step) and `summary.json`.
+step) and `summary.json` (the online algorithms report the same keys: `first_reward`, `last_reward`, `last_kl`,
+`mean_completion_length`, and the first and last mean of each reward term).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from apirl.config import RunConfig
-from apirl.errors import InputError
-from apirl.jsonl import iter_jsonl
-from apirl.models.load import ModelSource, resolve_or_sft
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
-from apirl.train.checkpoints import CHECKPOINTS_DIR
-from apirl.train.rewards import reward_model_path
+from apirl.rundir import StageResult
+from apirl.train.dpo import run_dpo
+from apirl.train.grpo import run_group
+from apirl.train.ppo import run_ppo
 
-
-def policy_source(config: RunConfig) -> ModelSource:
-    """`rl.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(config.rl.policy, config.run_dir, config.model.cache_dir, "rl.policy")
-
-
-def load_prompts(path: Path) -> list[str]:
-    """The plain-format prompts of a data-stage split."""
-    prompts = []
-    for line, raw in iter_jsonl(path, what="data-stage examples"):
-        prompt = raw.get("prompt")
-        if not isinstance(prompt, str):
-            raise InputError("expected a string", path=path, line=line, field="prompt")
-        prompts.append(prompt)
-    if len(prompts) < 2:
-        raise InputError(f"RL needs at least 2 prompts, found {len(prompts)}", path=path)
-    return prompts
-
-
-def policy_inputs(config: RunConfig) -> list[Path]:
-    """The policy's weight files, when it is local (a hub id is its own version)."""
-    source = policy_source(config)
-    return sorted(Path(source.location).glob("*.safetensors")) if source.local else []
-
-
-def online_inputs(config: RunConfig) -> list[Path]:
-    """What an online algorithm's result depends on: the train prompts (the data stage is prepared if
-    needed), the policy's weights and, when it is a term of the reward, the reward model's weights."""
-    from apirl.data.stage import prepare_data
-
-    inputs = [prepare_data(config).stage_dir / "train.jsonl", *policy_inputs(config)]
-    spec = reward_model_path(config)
-    if config.rl.reward_model_weight and not spec.startswith("rule:"):
-        inputs += sorted(Path(spec).glob("*.safetensors"))
-    return inputs
-
-
-def reward_summary(config: RunConfig) -> dict[str, Any]:
-    """The reward's terms and weights, as said in a manifest or a summary."""
-    rl = config.rl
-    terms: dict[str, Any] = {}
-    if rl.reward_model_weight:
-        terms["reward_model"] = {"weight": rl.reward_model_weight, "model": reward_model_path(config)}
-    if rl.tools_weight:
-        terms["tools"] = {"weight": rl.tools_weight}
-    if rl.exec_weight:
-        terms["exec"] = {"weight": rl.exec_weight, "mode": config.execution.mode}
-    return terms
-
-
-def rl_stage_config(config: RunConfig) -> dict[str, Any]:
-    """The `[rl]` part of an RL stage's manifest (the algorithm adds its own table); DPO has no reward."""
-    stage = {"rl": config.rl.model_dump(mode="json"), "policy": policy_source(config).spec}
-    return stage if config.rl.algorithm == "dpo" else {**stage, "reward": reward_summary(config)}
-
-
-def run_rl_stage(config: RunConfig, table: Any, inputs: list[Path], train: Callable[..., dict[str, Any]], *,
-                 resume: bool, force: bool, **train_kwargs: Any) -> StageResult:
-    """An algorithm's stage in `runs/<name>/<algorithm>/`: skipped when an identical run finished (its table,
-    `[rl]`, seed and input hashes), else `train(config, directory, resume=..., fingerprint=..., **train_kwargs)`,
-    which writes `summary.json`, `log.jsonl` and `model/`. `force` discards an interrupted run's checkpoints."""
-    algorithm = config.rl.algorithm
-    stage_dir = config.run_dir / algorithm
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    stage_config = {algorithm: table.model_dump(mode="json"), **rl_stage_config(config)}
-
-    def work(directory: Path) -> list[Path]:
-        train(config, directory, resume=resume, fingerprint=stage_fingerprint(stage_config, config.seed, inputs),
-              **train_kwargs)
-        return [directory / "summary.json", directory / "log.jsonl", directory / "model" / "model.safetensors"]
-
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+# rl.algorithm -> the recipe's entry point, which runs it as its own stage.
+RECIPES: dict[str, Callable[..., StageResult]] = {"ppo": run_ppo, "grpo": run_group, "rloo": run_group,
+                                                  "dpo": run_dpo}
 
 
 def run_rl(config: RunConfig, *, resume: bool = False, force: bool = False, **kwargs: Any) -> StageResult:
     """Run the algorithm of `rl.algorithm` as its own stage (`runs/<name>/<algorithm>/`)."""
-    match config.rl.algorithm:
-        case "ppo":
-            from apirl.train.ppo import run_ppo
-
-            return run_ppo(config, resume=resume, force=force, **kwargs)
-        case "grpo" | "rloo":
-            from apirl.train.grpo import run_group
-
-            return run_group(config, resume=resume, force=force, **kwargs)
-        case "dpo":
-            from apirl.train.dpo import run_dpo
-
-            return run_dpo(config, resume=resume, force=force, **kwargs)
-    raise AssertionError(config.rl.algorithm)  # the config's Literal admits nothing else
+    return RECIPES[config.rl.algorithm](config, resume=resume, force=force, **kwargs)

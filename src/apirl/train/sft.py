@@ -8,12 +8,11 @@ split; checkpoints (weights, optimizer, scheduler, RNG states) every `save_steps
 `resume=True` continues an interrupted run from its last checkpoint and ends with the same weights an
 uninterrupted run would have (the Trainer restores the RNG states and skips the batches already seen). The final
 model (LoRA adapters merged) is saved as a plain checkpoint in `runs/<name>/sft/model/`, loadable by
-`apirl generate --set model.name=runs/<name>/sft/model`.
+`apirl generate --set model.name=runs/<name>/sft/model`; the Trainer's log history goes to `log.jsonl`.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from collections.abc import Sequence
@@ -23,16 +22,24 @@ from typing import Any
 from apirl.config import RunConfig
 from apirl.data.stage import prepare_data
 from apirl.errors import InputError
-from apirl.jsonl import iter_jsonl, json_line
-from apirl.models.load import resolve_model
+from apirl.jsonl import iter_jsonl
+from apirl.models.load import load_model, load_tokenizer, resolve_model
 from apirl.rundir import StageResult, run_stage
 from apirl.rundir import fingerprint as stage_fingerprint
-from apirl.train.checkpoints import CHECKPOINTS_DIR, checkpoint_to_resume, trainer_kwargs
+from apirl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    LOG,
+    MODEL_DIR,
+    SUMMARY,
+    checkpoint_to_resume,
+    save_final_model,
+    trainer_kwargs,
+    write_log,
+    write_summary,
+)
 from apirl.train.config import lora_config
 
 STAGE = "sft"
-MODEL_DIR = "model"
-LOG_HISTORY = "log_history.jsonl"
 
 
 def load_pairs(path: Path, limit: int, seed: int) -> tuple[list[dict[str, str]], int]:
@@ -68,12 +75,8 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
 
     `fingerprint` (config, seed, input hashes) is kept beside the checkpoints, so a resume never continues
     checkpoints that another config wrote. The checkpoints are deleted once the final model is saved."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
-
-    from apirl.models.load import load_tokenizer
 
     data_dir = config.run_dir / "data"
     train_rows, train_skipped = load_pairs(data_dir / "train.jsonl", config.sft.train_limit, config.seed)
@@ -84,11 +87,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     source = resolve_model(config.model.name, Path(config.model.cache_dir) if config.model.cache_dir else None)
     tokenizer = load_tokenizer(source)
     tokenizer.padding_side = "right"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load model {config.model.name!r} ({source.location}): {exc}",
-                         field="model.name") from exc
+    model = load_model(source)  # fp32; an error loading it names `model.name`
     trainer = SFTTrainer(
         model=model,
         args=_trainer_args(config, stage_dir, has_eval=bool(val_rows)),
@@ -101,19 +100,9 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if val_rows else {}
 
-    trained = trainer.model
-    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-    if config.sft.method == "lora":
-        trained = trained.merge_and_unload()
-    model_dir = stage_dir / MODEL_DIR
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    trained.save_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(model_dir)
-    with (stage_dir / LOG_HISTORY).open("w", encoding="utf-8") as handle:
-        for entry in trainer.state.log_history:
-            handle.write(json_line(entry))
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.sft.method == "lora")
+    write_log(stage_dir, trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {
         "model": config.model.name, "method": config.sft.method, "train_examples": len(train_rows),
@@ -127,7 +116,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
         "trainable_parameters": trainable,
         "precision": "bf16" if trainer.args.bf16 else "fp32",
     }
-    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)  # ~3x the model's size each (optimizer states); the final model is what stays
     return summary
 
@@ -135,7 +124,7 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
 def run_sft(config: RunConfig, *, resume: bool = False, force: bool = False,
             callbacks: Sequence[Any] = ()) -> StageResult:
     """The SFT stage: prepares the data stage if needed, then trains unless an identical run finished."""
-    data = prepare_data(config)
+    data = prepare_data(config.data, config.layout, config.seed)
     inputs = [data.stage_dir / "train.jsonl", data.stage_dir / "val.jsonl"]
     stage_dir = config.run_dir / STAGE
     if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
@@ -146,6 +135,6 @@ def run_sft(config: RunConfig, *, resume: bool = False, force: bool = False,
     def work(directory: Path) -> list[Path]:
         train_sft(config, directory, resume=resume, callbacks=callbacks,
                   fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / "summary.json", directory / LOG_HISTORY, directory / MODEL_DIR / "model.safetensors"]
+        return [directory / SUMMARY, directory / LOG, directory / MODEL_DIR / "model.safetensors"]
 
     return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
