@@ -41,3 +41,30 @@ def host_processes_named(comm: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+# The training stages as the CLI runs them: the data stage first, then the stage with its own tables.
+def stage_sft(config: Any, **kwargs: Any) -> Any:
+    from apirl.data.stage import prepare_data
+    from apirl.train.sft import run_sft
+
+    prepare_data(config.data, config.layout, config.seed)
+    return run_sft(config.sft, config.model, config.layout, config.seed, **kwargs)
+
+
+def stage_reward(config: Any, **kwargs: Any) -> Any:
+    from apirl.data.stage import prepare_data
+    from apirl.train.reward import run_reward
+
+    prepare_data(config.data, config.layout, config.seed)
+    return run_reward(config.reward, config.model, config.layout, config.seed,
+                      calibrate_split=config.feedback.calibrate_split, mutant_seed=config.execution.mutant_seed,
+                      **kwargs)
+
+
+def stage_rl(config: Any, algorithm: str | None = None, **kwargs: Any) -> Any:
+    from apirl.data.stage import prepare_data
+    from apirl.train.rl import run_rl
+
+    prepare_data(config.data, config.layout, config.seed)
+    return run_rl(config, algorithm, **kwargs)

@@ -6,7 +6,7 @@ import pytest
 
 from apirl.config import load_config, parse_override
 from apirl.errors import InputError
-from apirl.rundir import read_manifest, run_stage
+from apirl.rundir import RunLayout, StageOutput, read_manifest, run_stage, weight_files
 
 
 def test_defaults_and_overrides():
@@ -51,17 +51,19 @@ def test_stage_is_skipped_when_up_to_date_and_redone_otherwise(tmp_path):
     source.write_text("v1", encoding="utf-8")
     calls = []
 
-    def work(stage_dir: Path):
-        calls.append(1)
+    def work(stage_dir: Path, fingerprint: dict):
+        calls.append(fingerprint)
         (stage_dir / "out.txt").write_text(source.read_text() + "!", encoding="utf-8")
-        return ["out.txt"]
+        return StageOutput(["out.txt"], {"run": len(calls)})
 
     stage = tmp_path / "run" / "stage"
     first = run_stage(stage, config={"a": 1}, seed=0, inputs=[source], work=work)
-    assert not first.skipped and len(calls) == 1
+    assert not first.skipped and len(calls) == 1 and first.summary == {"run": 1}
     manifest = read_manifest(stage)
     assert manifest["config"] == {"a": 1} and "out.txt" in manifest["outputs"] and "versions" in manifest
-    assert run_stage(stage, config={"a": 1}, seed=0, inputs=[source], work=work).skipped
+    assert calls[0] == {key: manifest[key] for key in ("config", "seed", "inputs")}  # the work gets the fingerprint
+    skipped = run_stage(stage, config={"a": 1}, seed=0, inputs=[source], work=work)
+    assert skipped.skipped and skipped.summary == {"run": 1}  # the summary of the run that made the outputs
     assert not run_stage(stage, config={"a": 2}, seed=0, inputs=[source], work=work).skipped  # config changed
     assert not run_stage(stage, config={"a": 2}, seed=1, inputs=[source], work=work).skipped  # seed changed
     source.write_text("v2", encoding="utf-8")
@@ -75,10 +77,10 @@ def test_stage_is_skipped_when_up_to_date_and_redone_otherwise(tmp_path):
 def test_a_rerun_removes_the_outputs_it_no_longer_writes(tmp_path):
     labels = ["a", "b"]
 
-    def work(stage_dir: Path):
+    def work(stage_dir: Path, _fingerprint: dict):
         for label in labels:
             (stage_dir / f"{label}.json").write_text("{}", encoding="utf-8")
-        return [f"{label}.json" for label in labels]
+        return StageOutput([f"{label}.json" for label in labels], {})
 
     stage = tmp_path / "eval"
     run_stage(stage, config={"labels": list(labels)}, seed=0, inputs=[], work=work)
@@ -91,10 +93,27 @@ def test_a_rerun_removes_the_outputs_it_no_longer_writes(tmp_path):
 def test_a_failed_stage_leaves_no_manifest(tmp_path):
     stage = tmp_path / "stage"
 
-    def work(stage_dir: Path):
+    def work(stage_dir: Path, _fingerprint: dict):
         (stage_dir / "partial.txt").write_text("x", encoding="utf-8")
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
         run_stage(stage, config={}, seed=0, inputs=[], work=work)
     assert read_manifest(stage) is None and (stage / "partial.txt").exists()
+
+
+def test_run_layout_names_every_path_under_the_run(tmp_path):
+    layout = RunLayout(tmp_path)
+    assert layout.split("train") == tmp_path / "data" / "train.jsonl"
+    assert layout.model("ppo") == tmp_path / "ppo" / "model" and layout.log("sft") == tmp_path / "sft" / "log.jsonl"
+    assert layout.responses("base-chat") == tmp_path / "generate" / "base-chat" / "responses.jsonl"
+    assert layout.eval_details("Gorilla-7B FT 0_shot") == tmp_path / "eval" / "details" / "Gorilla-7B_FT_0_shot.jsonl"
+    assert layout.calibration("tools") == tmp_path / "calibration" / "calibration-tools.json"
+
+
+def test_weight_files_are_every_shard(tmp_path):
+    for name in ("model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors", "config.json"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in weight_files(tmp_path)] == ["model-00001-of-00002.safetensors",
+                                                         "model-00002-of-00002.safetensors"]
+    assert weight_files(tmp_path / "missing") == []

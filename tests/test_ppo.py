@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apirl.errors import InputError
-from smoke_helpers import smoke_config
+from smoke_helpers import smoke_config, stage_rl
 
 # ------------------------------------------------------------------------------------------------------------
 # The tiny random model.
@@ -22,9 +22,10 @@ def test_logprobs_line_up_with_a_manual_forward_pass() -> None:
 
     from apirl.config import load_config
     from apirl.train.ppo import encode_prompts, forward_response, load_models, sample_responses
+    from apirl.train.rl import rl_run
 
     config = load_config(Path(__file__).parents[1] / "configs" / "smoke.toml", [])
-    models = load_models(config, "cpu")
+    models = load_models(rl_run(config, "ppo"), "cpu")
     prompts = ["###Instruction: classify a review\n###Output:", "###Instruction: hi\n###Output:"]
     prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, 64, "cpu")
     assert prompt_mask[1, 0] == 0  # the short prompt is left-padded
@@ -55,9 +56,10 @@ def test_a_response_that_ends_early_is_padded_and_masked_after_its_eos() -> None
 
     from apirl.config import load_config
     from apirl.train.ppo import encode_prompts, load_models, sample_responses
+    from apirl.train.rl import rl_run
 
     config = load_config(Path(__file__).parents[1] / "configs" / "smoke.toml", [])
-    models = load_models(config, "cpu")
+    models = load_models(rl_run(config, "ppo"), "cpu")
     prompts = ["###Instruction: classify a review\n###Output:", "###Instruction: hi\n###Output:"]
     prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, 64, "cpu")
     pad = models.tokenizer.pad_token_id
@@ -82,12 +84,10 @@ def test_a_response_that_ends_early_is_padded_and_masked_after_its_eos() -> None
 
 @pytest.mark.integration
 def test_smoke_ppo_raises_a_rule_reward_with_a_bounded_kl(real_data_dir: Path, tmp_path: Path) -> None:
-    from apirl.train.ppo import run_ppo
-
     """The smoke policy samples at temperature 0.05, so it is sharp enough that the tokens it tries differ in
     length, and `rule:long` (chars / 64) rewards the longer ones: 8 steps move the mean score up clearly."""
     config = smoke_config(real_data_dir, tmp_path, "toy", "ppo.steps=8")
-    result = run_ppo(config)
+    result = stage_rl(config)
     log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == list(range(1, 9))
     first = sum(e["score"] for e in log[:3]) / 3
@@ -106,9 +106,8 @@ def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, t
     from safetensors.torch import load_file
 
     from apirl.train.checkpoints import last_checkpoint
-    from apirl.train.ppo import run_ppo
 
-    straight = run_ppo(smoke_config(real_data_dir, tmp_path, "straight"))
+    straight = stage_rl(smoke_config(real_data_dir, tmp_path, "straight"))
 
     def kill_at_3(step: int) -> None:
         if step == 3:
@@ -116,11 +115,11 @@ def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, t
 
     config = smoke_config(real_data_dir, tmp_path, "killed")
     with pytest.raises(KeyboardInterrupt):
-        run_ppo(config, on_step=kill_at_3)
-    assert last_checkpoint(config.run_dir / "ppo" / "checkpoints").name == "checkpoint-2"
+        stage_rl(config, on_step=kill_at_3)
+    assert last_checkpoint(config.layout.root / "ppo" / "checkpoints").name == "checkpoint-2"
     with pytest.raises(InputError, match="--resume"):
-        run_ppo(config)
-    resumed = run_ppo(config, resume=True)
+        stage_rl(config)
+    resumed = stage_rl(config, resume=True)
     summary = json.loads((resumed.stage_dir / "summary.json").read_text())
     assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4
 

@@ -13,7 +13,7 @@ import pytest
 
 from apirl.errors import InputError
 from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback
-from smoke_helpers import KillAtStep, smoke_config
+from smoke_helpers import KillAtStep, smoke_config, stage_reward
 
 
 def test_heldout_split_keeps_prompts_together_and_is_seeded() -> None:
@@ -118,7 +118,7 @@ def write_feedback(config: Any, examples: int = 6) -> None:
                              "score": 7.0 if label else 2.0, "label": label})
         pairs.append({"example_id": row["example_id"], "prompt": row["prompt"], "chosen": good, "rejected": bad,
                       "chosen_score": 7.0, "rejected_score": 2.0})
-    stage = config.run_dir / "feedback"
+    stage = config.layout.root / "feedback"
     stage.mkdir(parents=True, exist_ok=True)
     (stage / "feedback.jsonl").write_text("".join(json.dumps(r) + "\n" for r in feedback), encoding="utf-8")
     (stage / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
@@ -147,11 +147,11 @@ def test_smoke_classifier_scores_and_a_killed_run_resumes_to_the_same_weights(re
     import torch
 
     from apirl.train.checkpoints import last_checkpoint
-    from apirl.train.reward import RewardModel, run_reward
+    from apirl.train.reward import RewardModel
 
     config = smoke(real_data_dir, tmp_path, "straight")
     write_feedback(config)
-    straight = run_reward(config)
+    straight = stage_reward(config)
     summary = json.loads((straight.stage_dir / "summary.json").read_text())
     check_summary(summary, "classifier")
     assert summary["steps"] == 4 and summary["accuracy_of"] == "label: logit > 0"
@@ -164,20 +164,20 @@ def test_smoke_classifier_scores_and_a_killed_run_resumes_to_the_same_weights(re
     killed = smoke(real_data_dir, tmp_path, "killed")
     write_feedback(killed)
     with pytest.raises(KeyboardInterrupt):
-        run_reward(killed, callbacks=[KillAtStep(3)])
+        stage_reward(killed, callbacks=[KillAtStep(3)])
     checkpoints = killed.run_dir / "reward" / "checkpoints"
     assert last_checkpoint(checkpoints).name == "checkpoint-2"
     with pytest.raises(InputError, match="--resume"):
-        run_reward(killed)  # never silently throw away an interrupted run
+        stage_reward(killed)  # never silently throw away an interrupted run
     with pytest.raises(InputError, match="different config"):
-        run_reward(smoke(real_data_dir, tmp_path, "killed", "reward.learning_rate=0.01"), resume=True)
-    resumed = run_reward(killed, resume=True)
+        stage_reward(smoke(real_data_dir, tmp_path, "killed", "reward.learning_rate=0.01"), resume=True)
+    resumed = stage_reward(killed, resume=True)
     assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
 
     a, b = weights(straight.stage_dir / "model"), weights(resumed.stage_dir / "model")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
-    assert run_reward(killed, resume=True).skipped  # finished and unchanged: nothing to do
+    assert stage_reward(killed, resume=True).skipped  # finished and unchanged: nothing to do
 
 
 @pytest.mark.integration
@@ -199,7 +199,7 @@ def test_smoke_pairwise_from_the_cli(real_data_dir: Path, tmp_path: Path) -> Non
     assert summary["skipped"] is False and summary["steps"] == 4
     assert summary["train_pairs"] == 4 and summary["heldout_pairs"] == 2
     assert summary["accuracy_of"] == "pairs: chosen > rejected"
-    assert RewardModel.load(config.run_dir / "reward" / "model", device="cpu").kind == "pairwise"
+    assert RewardModel.load(config.layout.root / "reward" / "model", device="cpu").kind == "pairwise"
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] is True
 
@@ -209,11 +209,11 @@ def test_smoke_lora_reward_model_is_saved_merged_with_its_trained_head(real_data
     import torch
 
     from apirl.models.load import resolve_model
-    from apirl.train.reward import load_base, run_reward
+    from apirl.train.reward import load_base
 
     config = smoke(real_data_dir, tmp_path, "lora", 'reward.method="lora"', "reward.max_steps=2")
     write_feedback(config)
-    result = run_reward(config)
+    result = stage_reward(config)
     summary = json.loads((result.stage_dir / "summary.json").read_text())
     assert summary["method"] == "lora" and 64 < summary["trainable_parameters"] < 200_000
     saved = weights(result.stage_dir / "model")

@@ -11,7 +11,7 @@ import pytest
 
 from apirl.errors import InputError
 from apirl.train.rewards import RewardTerm, combine, rule_reward, tools_fn, trl_reward_funcs
-from smoke_helpers import KillAtStep, smoke_config
+from smoke_helpers import KillAtStep, smoke_config, stage_rl
 
 GOOD = """<<<code>>>: from transformers import pipeline
 classifier = pipeline('sentiment-analysis', model='distilbert-base-uncased-finetuned-sst-2-english')
@@ -86,10 +86,9 @@ def _weights(path: str | Path) -> dict:
 def test_group_algorithm_trains_logs_each_term_and_saves_a_loadable_policy(
         algorithm: str, real_data_dir: Path, tmp_path: Path) -> None:
     from apirl.models.load import load_model, resolve_model
-    from apirl.train.rl import run_rl
 
     config = smoke_config(real_data_dir, tmp_path, algorithm, f'rl.algorithm="{algorithm}"', f"{algorithm}.steps=2")
-    result = run_rl(config)
+    result = stage_rl(config)
     assert result.stage_dir == tmp_path / algorithm / algorithm
     summary = json.loads((result.stage_dir / "summary.json").read_text())
     assert summary["algorithm"] == algorithm and summary["steps"] == 2
@@ -102,19 +101,17 @@ def test_group_algorithm_trains_logs_each_term_and_saves_a_loadable_policy(
     trained = _weights(result.stage_dir / "model")
     assert any(not (start[k] == trained[k]).all() for k in trained)  # it learned something
     assert load_model(resolve_model(str(result.stage_dir / "model"))).config.model_type == "llama"
-    assert run_rl(config).skipped  # an identical finished run is not redone
+    assert stage_rl(config).skipped  # an identical finished run is not redone
 
 
 def test_grpo_resumed_after_a_kill_ends_with_the_same_weights(real_data_dir: Path, tmp_path: Path) -> None:
-    from apirl.train.rl import run_rl
-
-    straight = run_rl(smoke_config(real_data_dir, tmp_path, "straight", 'rl.algorithm="grpo"'))
+    straight = stage_rl(smoke_config(real_data_dir, tmp_path, "straight", 'rl.algorithm="grpo"'))
     killed = smoke_config(real_data_dir, tmp_path, "killed", 'rl.algorithm="grpo"')
     with pytest.raises(KeyboardInterrupt):
-        run_rl(killed, callbacks=[KillAtStep(3)])  # after the checkpoint of step 2
+        stage_rl(killed, callbacks=[KillAtStep(3)])  # after the checkpoint of step 2
     with pytest.raises(InputError, match="--resume"):
-        run_rl(killed)  # never silently discards an interrupted run
-    resumed = run_rl(killed, resume=True)
+        stage_rl(killed)  # never silently discards an interrupted run
+    resumed = stage_rl(killed, resume=True)
     assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
     a, b = _weights(straight.stage_dir / "model"), _weights(resumed.stage_dir / "model")
     assert all((a[k] == b[k]).all() for k in a)
@@ -129,7 +126,7 @@ def _write_pairs(config: Any, count: int = 12) -> Path:
 
     train = prepare_data(config.data, config.layout, config.seed).stage_dir / "train.jsonl"
     rows = [json.loads(line) for line in train.read_text().splitlines()]
-    path = config.run_dir / "feedback" / "pairs.jsonl"
+    path = config.layout.root / "feedback" / "pairs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for index, row in enumerate(rows[:count]):
@@ -140,11 +137,9 @@ def _write_pairs(config: Any, count: int = 12) -> Path:
 
 
 def test_dpo_learns_the_preferred_completions(real_data_dir: Path, tmp_path: Path) -> None:
-    from apirl.train.rl import run_rl
-
     config = smoke_config(real_data_dir, tmp_path, "dpo", 'rl.algorithm="dpo"')
     _write_pairs(config)
-    result = run_rl(config)
+    result = stage_rl(config)
     summary = json.loads((result.stage_dir / "summary.json").read_text())
     assert summary["train_pairs"] + summary["heldout_pairs"] == 12 and summary["heldout_pairs"] >= 1
     assert summary["first_loss"] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy = reference at the start
@@ -154,15 +149,11 @@ def test_dpo_learns_the_preferred_completions(real_data_dir: Path, tmp_path: Pat
 
 
 def test_dpo_without_pairs_says_to_run_feedback(real_data_dir: Path, tmp_path: Path) -> None:
-    from apirl.train.rl import run_rl
-
     with pytest.raises(InputError, match="apirl feedback"):
-        run_rl(smoke_config(real_data_dir, tmp_path, "nopairs", 'rl.algorithm="dpo"'))
+        stage_rl(smoke_config(real_data_dir, tmp_path, "nopairs", 'rl.algorithm="dpo"'))
 
 
 def test_dpo_bad_pairs_line_names_the_file_line_and_field(real_data_dir: Path, tmp_path: Path) -> None:
-    from apirl.train.rl import run_rl
-
     config = smoke_config(real_data_dir, tmp_path, "badpairs", 'rl.algorithm="dpo"')
     path = _write_pairs(config, count=3)
     lines = path.read_text().splitlines()
@@ -170,7 +161,7 @@ def test_dpo_bad_pairs_line_names_the_file_line_and_field(real_data_dir: Path, t
     broken["chosen"] = None
     path.write_text("\n".join([lines[0], json.dumps(broken), lines[2]]) + "\n")
     with pytest.raises(InputError) as info:
-        run_rl(config)
+        stage_rl(config)
     assert "pairs.jsonl" in str(info.value) and ":2" in str(info.value) and "chosen" in str(info.value)
 
 

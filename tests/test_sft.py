@@ -10,7 +10,7 @@ import pytest
 from apirl.errors import InputError
 from apirl.train.checkpoints import last_checkpoint
 from apirl.train.sft import load_pairs
-from smoke_helpers import KillAtStep, smoke_config
+from smoke_helpers import KillAtStep, smoke_config, stage_sft
 
 
 def write_examples(path: Path, rows: list[dict]) -> Path:
@@ -62,9 +62,8 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
     import torch
 
     from apirl.models.load import resolve_model
-    from apirl.train.sft import run_sft
 
-    straight = run_sft(smoke_config(real_data_dir, tmp_path, "straight"))
+    straight = stage_sft(smoke_config(real_data_dir, tmp_path, "straight"))
     summary = json.loads((straight.stage_dir / "summary.json").read_text())
     assert summary["steps"] == 6
     assert summary["precision"] == "fp32"  # TRL would turn on bf16 autocast on a CPU unless told otherwise
@@ -74,15 +73,15 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
 
     config = smoke_config(real_data_dir, tmp_path, "killed")
     with pytest.raises(KeyboardInterrupt):
-        run_sft(config, callbacks=[KillAtStep(3)])
-    checkpoints = config.run_dir / "sft" / "checkpoints"
+        stage_sft(config, callbacks=[KillAtStep(3)])
+    checkpoints = config.layout.root / "sft" / "checkpoints"
     assert last_checkpoint(checkpoints).name == "checkpoint-2"
     with pytest.raises(InputError, match="--resume"):
-        run_sft(config)  # never silently throw away an interrupted run
+        stage_sft(config)  # never silently throw away an interrupted run
     changed = smoke_config(real_data_dir, tmp_path, "killed", "sft.learning_rate=0.01")
     with pytest.raises(InputError, match="different config"):
-        run_sft(changed, resume=True)  # nor continue it with other settings
-    resumed = run_sft(config, resume=True)
+        stage_sft(changed, resume=True)  # nor continue it with other settings
+    resumed = stage_sft(config, resume=True)
     assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
     assert not checkpoints.exists()  # optimizer states are dropped once the final model is saved
 
@@ -92,16 +91,15 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
     initial = weights(Path(resolve_model("tiny-random").location))
     assert any(not torch.equal(a[k], initial[k]) for k in a if k in initial)  # training changed the weights
 
-    assert run_sft(config, resume=True).skipped  # finished and unchanged: nothing to do
+    assert stage_sft(config, resume=True).skipped  # finished and unchanged: nothing to do
 
 
 @pytest.mark.integration
 def test_smoke_lora_sft_saves_a_merged_plain_checkpoint(real_data_dir: Path, tmp_path: Path) -> None:
     from apirl.models.load import load_model, resolve_model
-    from apirl.train.sft import run_sft
 
     config = smoke_config(real_data_dir, tmp_path, "lora", 'sft.method="lora"', "sft.max_steps=2")
-    result = run_sft(config)
+    result = stage_sft(config)
     summary = json.loads((result.stage_dir / "summary.json").read_text())
     assert summary["method"] == "lora" and 0 < summary["trainable_parameters"] < 200_000
     model = load_model(resolve_model(str(result.stage_dir / "model")))

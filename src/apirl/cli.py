@@ -80,9 +80,12 @@ def _prepare_data(cfg: RunConfig) -> Any:
     return prepare_data(cfg.data, cfg.layout, cfg.seed)
 
 
-def _stage_summary(stage_dir: Path, name: str = "summary.json") -> dict[str, Any]:
-    """A stage's summary file, or {} when the stage wrote none (skipped before summaries existed)."""
-    path = stage_dir / name
+def _summary(result: Any) -> dict[str, Any]:
+    """A stage's summary: the manifest's, else (a manifest from before summaries were recorded) its summary file,
+    else {}."""
+    if result.summary is not None:
+        return result.summary
+    path = result.stage_dir / "summary.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
@@ -428,8 +431,9 @@ def sft_cmd(
     from apirl.train.sft import run_sft
 
     cfg = _config(config, set_)
-    result = run_sft(cfg, resume=resume, force=force)
-    summary = _stage_summary(result.stage_dir)
+    _prepare_data(cfg)
+    result = run_sft(cfg.sft, cfg.model, cfg.layout, cfg.seed, resume=resume, force=force)
+    summary = _summary(result)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
     else:
@@ -451,9 +455,11 @@ def reward_cmd(
     from apirl.train.reward import run_reward
 
     cfg = _config(config, set_)
+    _prepare_data(cfg)
     with redirect_stdout(sys.stderr):  # the Trainer prints its log lines on stdout: keep --json's stdout clean
-        result = run_reward(cfg, resume=resume, force=force)
-    summary = _stage_summary(result.stage_dir)
+        result = run_reward(cfg.reward, cfg.model, cfg.layout, cfg.seed, calibrate_split=cfg.feedback.calibrate_split,
+                            mutant_seed=cfg.execution.mutant_seed, resume=resume, force=force)
+    summary = _summary(result)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return
@@ -484,9 +490,10 @@ def rl_cmd(
     from apirl.train.rl import run_rl
 
     cfg = _config(config, set_)
+    _prepare_data(cfg)
     with redirect_stdout(sys.stderr):
         result = run_rl(cfg, resume=resume, force=force)
-    summary = _stage_summary(result.stage_dir)
+    summary = _summary(result)
     if as_json:
         _print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
         return

@@ -155,10 +155,14 @@ def peak_memory_mb() -> float:
 
 def fingerprint(config: dict[str, Any], seed: int, inputs: Iterable[str | Path]) -> dict[str, Any]:
     """What decides a stage's result: its config, its seed and the content of its input files."""
+    paths = sorted(map(str, inputs))
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise InputError("an input of this stage is missing: run the stage that writes it first", path=missing[0])
     return {
         "config": json.loads(json.dumps(config, default=str)),
         "seed": seed,
-        "inputs": {str(path): file_sha256(path) for path in sorted(map(str, inputs))},
+        "inputs": {path: file_sha256(path) for path in paths},
     }
 
 
@@ -209,21 +213,24 @@ def is_up_to_date(stage_dir: Path, expected: dict[str, Any]) -> bool:
 
 
 def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, inputs: Iterable[str | Path],
-              work: Callable[[Path], Iterable[str | Path]], force: bool = False,
-              extra: dict[str, Any] | None = None) -> StageResult:
-    """Run `work(stage_dir)` unless an identical finished run is already there; write the manifest last.
+              work: Callable[[Path, dict[str, Any]], StageOutput[S]], force: bool = False) -> StageResult[S]:
+    """Run `work(stage_dir, fingerprint)` unless an identical finished run is already there; write the manifest
+    last.
 
-    `work` returns the paths of the files it wrote (relative to the stage dir or absolute inside it); they are
-    hashed into the manifest so a damaged output makes the next run redo the stage. An output of the previous run
-    that this run did not write again (the eval file of a baseline since dropped from the config) is removed once
-    the work succeeds: readers of the stage dir (the report) would otherwise take it for a current result.
+    The fingerprint (config, seed, input hashes) is what decides the result: `work` gets it so that a resumable
+    stage can tell its own checkpoints from another run's. `work` returns the files it wrote (absolute inside the
+    stage dir, or relative to it), hashed into the manifest so a damaged output makes the next run redo the
+    stage, and its summary, kept in the manifest and returned by a later skipped run. An output of the previous
+    run that this run did not write again (the eval file of a baseline since dropped from the config) is removed
+    once the work succeeds: readers of the stage dir (the report) would otherwise take it for a current result.
     """
     # Absolute, so that the paths `work` builds from it are absolute too (a relative runs_dir, the default "runs",
     # would otherwise make them relative to the working directory and be read as relative to the stage dir).
     stage_dir = Path(stage_dir).absolute()
     expected = fingerprint(config, seed, inputs)
     if not force and is_up_to_date(stage_dir, expected):
-        return StageResult(stage_dir, read_manifest(stage_dir) or {}, skipped=True)
+        manifest = read_manifest(stage_dir) or {}
+        return StageResult(stage_dir, manifest, skipped=True, summary=manifest.get("summary"))
     try:
         stage_dir.mkdir(parents=True, exist_ok=True)
         probe = stage_dir / ".apirl-write-test"
@@ -234,7 +241,8 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     previous_outputs = set((read_manifest(stage_dir) or {}).get("outputs") or {})
     (stage_dir / MANIFEST).unlink(missing_ok=True)
     started = time.perf_counter()
-    outputs = [Path(p) if Path(p).is_absolute() else stage_dir / p for p in work(stage_dir)]
+    output = work(stage_dir, expected)
+    outputs = [Path(p) if Path(p).is_absolute() else stage_dir / p for p in output.files]
     for stale in previous_outputs - {str(p.relative_to(stage_dir)) for p in outputs}:
         (stage_dir / stale).unlink(missing_ok=True)
     manifest = {
@@ -246,9 +254,9 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": peak_memory_mb(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **(extra or {}),
+        "summary": json.loads(json.dumps(output.summary, default=str)),
     }
     tmp = stage_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(stage_dir / MANIFEST)
-    return StageResult(stage_dir, manifest, skipped=False)
+    return StageResult(stage_dir, manifest, skipped=False, summary=output.summary)

@@ -26,7 +26,7 @@ from apirl.data.paths import resolve_data_dir
 from apirl.data.splits import SPLITS
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl, write_jsonl
-from apirl.rundir import RunLayout, StageResult, run_stage
+from apirl.rundir import RunLayout, StageOutput, StageResult, run_stage
 
 STAGE = "data"
 CATALOG = "api.jsonl"
@@ -61,19 +61,18 @@ def prepare_data(table: DataConfig, layout: RunLayout, seed: int, *, force: bool
                  ) -> StageResult[dict[str, Any]]:
     """The data stage (`apirl data prepare`); its summary is `stats.json`."""
 
-    def work(stage_dir: Path) -> list[Path]:
+    def work(stage_dir: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         data = load_gorilla(table)
         splits = build_examples(data, table)
         outputs = [write_jsonl(layout.split(name), (ex.to_json() for ex in splits[name])) for name in SPLITS]
         shutil.copyfile(data.paths.api_db, stage_dir / CATALOG)
         (stage_dir / HUB_EVIDENCE).write_text(json.dumps(hub_evidence(data), indent=1) + "\n", encoding="utf-8")
-        (stage_dir / STATS).write_text(json.dumps(data_stats(data, splits), indent=2) + "\n", encoding="utf-8")
-        return [*outputs, stage_dir / CATALOG, stage_dir / HUB_EVIDENCE, stage_dir / STATS]
+        stats = data_stats(data, splits)
+        (stage_dir / STATS).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        return StageOutput([*outputs, stage_dir / CATALOG, stage_dir / HUB_EVIDENCE, stage_dir / STATS], stats)
 
-    result = run_stage(layout.stage(STAGE), config=table.model_dump(mode="json"), seed=seed,
-                       inputs=data_inputs(table), work=work, force=force)
-    result.summary = json.loads((result.stage_dir / STATS).read_text(encoding="utf-8"))
-    return result
+    return run_stage(layout.stage(STAGE), config=table.model_dump(mode="json"), seed=seed,
+                     inputs=data_inputs(table), work=work, force=force)
 
 
 def _stage_file(layout: RunLayout, name: str) -> Path:

@@ -26,7 +26,7 @@ from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import evaluate_responses
 from apirl.execution.config import ExecConfig
 from apirl.jsonl import write_jsonl
-from apirl.rundir import RunLayout, StageResult, run_stage
+from apirl.rundir import RunLayout, StageOutput, StageResult, run_stage
 
 STAGE = "eval"
 
@@ -89,11 +89,10 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
     missing = [label for label, path in responses.items() if not path.is_file()]
     if missing:
         raise InputError(f"no responses for {', '.join(missing)}: run the generate stage first", field="pipeline")
-    summaries: dict[str, Any] = {}
-
-    def work(directory: Path) -> list[Path]:
+    def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         data = load_gorilla(data_table)
-        outputs = []
+        outputs, summaries = [], {}
+        layout.eval_details("x").parent.mkdir(parents=True, exist_ok=True)
         for label, path in responses.items():
             summary, details = evaluate_file(path, table, data, data_table.split_dir, limit=limit,
                                              execution=execution)
@@ -110,15 +109,12 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
             outputs.append(write_jsonl(layout.eval_details(label), details))
         outputs.append(layout.gorilla_summaries)
         outputs[-1].write_text(json.dumps(anchors, indent=2) + "\n", encoding="utf-8")
-        return outputs
+        return StageOutput(outputs, summaries)
 
     stage_config = {"eval": {**table.model_dump(mode="json"), "limit": limit},
                     "execution": execution.model_dump(mode="json"), "labels": list(responses),
                     "gorilla_exec": gorilla_exec,
                     # in the fingerprint so that an eval stage from before the details files runs again
                     "details": "details"}
-    result = run_stage(layout.stage(STAGE), config=stage_config, seed=seed,
-                       inputs=[*responses.values(), *data_inputs(data_table)], work=work, force=force)
-    result.summary = summaries or {label: json.loads(layout.eval_summary(label).read_text(encoding="utf-8"))
-                                   for label in labels}
-    return result
+    return run_stage(layout.stage(STAGE), config=stage_config, seed=seed,
+                     inputs=[*responses.values(), *data_inputs(data_table)], work=work, force=force)

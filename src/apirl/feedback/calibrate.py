@@ -41,7 +41,7 @@ from apirl.feedback.stage import CACHE, answer_stats, execute_samples, judge_sam
 from apirl.feedback.types import Answer, Sample, answer_weight, score
 from apirl.models.config import ModelConfig
 from apirl.models.generation import request_of
-from apirl.rundir import RunLayout, StageResult, run_stage
+from apirl.rundir import RunLayout, StageOutput, StageResult, run_stage
 from apirl.stats import auc
 
 GOLD = "gold"
@@ -156,17 +156,14 @@ def run_calibration(feedback: FeedbackConfig, model: ModelConfig, execution: Exe
     examples, mutants and data are unchanged (judgments come from the feedback stage's cache either way)."""
     path = layout.calibration(judge_label(feedback))
 
-    def work(directory: Path) -> list[Path]:
-        calibrate(feedback, model, execution, layout, console)
-        return [path]
+    def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
+        return StageOutput([path], calibrate(feedback, model, execution, layout, console))
 
     stage_config = {"feedback": feedback.model_dump(mode="json"), "execution": execution.model_dump(mode="json"),
                     **judge_settings(feedback)}
     inputs = [layout.split(feedback.calibrate_split), layout.stage("data") / "api.jsonl"]
-    result = run_stage(layout.stage(CALIBRATION_STAGE), config=stage_config, seed=seed, inputs=inputs, work=work,
-                       force=force)
-    result.summary = json.loads(path.read_text(encoding="utf-8"))
-    return result
+    return run_stage(layout.stage(CALIBRATION_STAGE), config=stage_config, seed=seed, inputs=inputs, work=work,
+                     force=force)
 
 
 def _cell(value: float | None, percent: bool = False) -> str:

@@ -51,7 +51,7 @@ from apirl.jsonl import iter_jsonl, json_line, write_jsonl
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.models.generation import generate_batches, request_of
 from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
-from apirl.rundir import RunLayout, StageResult, file_sha256, run_stage, weight_files
+from apirl.rundir import RunLayout, StageOutput, StageResult, file_sha256, run_stage, weight_files
 
 STAGE = "feedback"
 SAMPLES = "samples.jsonl"
@@ -343,10 +343,8 @@ def run_feedback(feedback: FeedbackConfig, model: ModelConfig, execution: ExecCo
     stage_config = {"feedback": feedback.model_dump(mode="json", exclude=_CALIBRATE_FIELDS),
                     "policy": source.spec, "dtype": model.dtype, **judge_settings(feedback)}
 
-    def work(directory: Path) -> list[Path]:
-        write_feedback(feedback, model, execution, layout, seed, directory, console)
-        return [directory / name for name in (SAMPLES, FEEDBACK, PAIRS, SUMMARY)]
+    def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
+        summary = write_feedback(feedback, model, execution, layout, seed, directory, console)
+        return StageOutput([directory / name for name in (SAMPLES, FEEDBACK, PAIRS, SUMMARY)], summary)
 
-    result = run_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, work=work, force=force)
-    result.summary = json.loads((result.stage_dir / SUMMARY).read_text(encoding="utf-8"))
-    return result
+    return run_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, work=work, force=force)

@@ -30,7 +30,16 @@ from apirl.jsonl import json_line, write_jsonl
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.models.generation import build_prompt, generate_batches, pick_shots
 from apirl.models.load import load_model, load_tokenizer, resolve_model
-from apirl.rundir import RunLayout, StageResult, git_commit, package_versions, peak_memory_mb, run_stage, weight_files
+from apirl.rundir import (
+    RunLayout,
+    StageOutput,
+    StageResult,
+    git_commit,
+    package_versions,
+    peak_memory_mb,
+    run_stage,
+    weight_files,
+)
 
 
 def _fingerprint(generate: GenerateConfig, model: ModelConfig, seed: int, prompts: list[str]) -> dict[str, Any]:
@@ -143,12 +152,10 @@ def run_generate(generate: GenerateConfig, model: ModelConfig, layout: RunLayout
     inputs = [layout.split(generate.split), layout.split("train"), *weights]
     responses = layout.responses(label)
 
-    def work(directory: Path) -> list[Path]:
+    def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         examples, train = read_examples(layout, generate.split), read_examples(layout, "train")
-        generate_responses(generate, model, seed, examples, train, responses, console)
-        return [responses, responses.with_name(responses.name + ".meta.json")]
+        summary = generate_responses(generate, model, seed, examples, train, responses, console)
+        return StageOutput([responses, responses.with_name(responses.name + ".meta.json")], summary)
 
     stage_config = {"model": model.model_dump(mode="json"), "generate": generate.model_dump(mode="json")}
-    result = run_stage(responses.parent, config=stage_config, seed=seed, inputs=inputs, work=work, force=force)
-    result.summary = json.loads(responses.with_name(responses.name + ".meta.json").read_text(encoding="utf-8"))
-    return result
+    return run_stage(responses.parent, config=stage_config, seed=seed, inputs=inputs, work=work, force=force)

@@ -167,18 +167,19 @@ def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callabl
         if stage == "data":
             steps.append((stage, "data", lambda: prepare_data(c.data, layout, seed)))
         elif stage == "sft":
-            steps.append((stage, "sft", lambda: run_sft(config, resume=True)))
+            steps.append((stage, "sft", lambda: run_sft(c.sft, c.model, layout, seed, resume=True)))
         elif stage == "feedback":
             steps.append((stage, "feedback", lambda: run_feedback(c.feedback, c.model, c.execution, layout, seed)))
             if config.pipeline.calibrate:
                 steps.append((stage, "calibrate",
                               lambda: run_calibration(c.feedback, c.model, c.execution, layout, seed)))
         elif stage == "reward" and needs_reward_model(config):
-            steps.append((stage, "reward", lambda: run_reward(config, resume=True)))
+            steps.append((stage, "reward", lambda: run_reward(c.reward, c.model, layout, seed, resume=True,
+                                                              calibrate_split=c.feedback.calibrate_split,
+                                                              mutant_seed=c.execution.mutant_seed)))
         elif stage == "rl":
             for algorithm in config.pipeline.algorithms:
-                cfg = config.model_copy(update={"rl": config.rl.model_copy(update={"algorithm": algorithm})})
-                steps.append((stage, algorithm, lambda cfg=cfg: run_rl(cfg, resume=True)))
+                steps.append((stage, algorithm, lambda algorithm=algorithm: run_rl(c, algorithm, resume=True)))
         elif stage == "generate":
             for row in rows:
                 steps.append((stage, f"generate {row.label}", lambda row=row: generate_model(config, row)))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
 from apirl.jsonl import json_line
+from apirl.rundir import StageOutput, StageResult, run_stage, weight_files
 from apirl.train.config import TrainerFields
 
 FINGERPRINT = "apirl-fingerprint.json"
@@ -126,3 +128,19 @@ def write_log(stage_dir: Path, log_history: list[dict[str, Any]]) -> None:
 def write_summary(stage_dir: Path, summary: dict[str, Any]) -> None:
     """A stage's summary as `<stage>/summary.json` (what its entry point returns, and the CLI and report read)."""
     (stage_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def run_training_stage(stage_dir: Path, *, config: dict[str, Any], seed: int, inputs: list[Path],
+                       train: Callable[[Path, dict[str, Any]], dict[str, Any]], force: bool
+                       ) -> StageResult[dict[str, Any]]:
+    """A training stage through `run_stage`: skipped when an identical run finished, else `train(stage_dir,
+    fingerprint)`, which writes `model/`, `log.jsonl` and `summary.json` and returns the summary (the fingerprint
+    stamps its checkpoints, see `checkpoint_to_resume`). `force` discards an interrupted run's checkpoints."""
+    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
+        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+
+    def work(directory: Path, fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
+        summary = train(directory, fingerprint)
+        return StageOutput([directory / SUMMARY, directory / LOG, *weight_files(directory / MODEL_DIR)], summary)
+
+    return run_stage(stage_dir, config=config, seed=seed, inputs=inputs, work=work, force=force)

@@ -1,34 +1,57 @@
-"""What the RL recipes (`ppo`, `grpo` for GRPO and RLOO, `dpo`) share: the policy they start from and how it is
-loaded, the train prompts, the files their result depends on, their stage manifest and the summary keys every
-online algorithm reports. The recipes import this module; `apirl.train.rl` imports the recipes.
+"""What the RL recipes (`ppo`, `grpo` for GRPO and RLOO, `dpo`) share: what an RL run reads besides its own table
+(`RlRun`), the policy it starts from and how it is loaded, the train prompts, the files its result depends on,
+its stage manifest and the summary keys every online algorithm reports. The recipes import this module;
+`apirl.train.rl` imports the recipes.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
+from apirl.config_base import StrictModel
 from apirl.errors import InputError
+from apirl.execution.config import ExecConfig
 from apirl.jsonl import iter_jsonl
+from apirl.models.config import ModelConfig
 from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
-from apirl.train.checkpoints import CHECKPOINTS_DIR, LOG, MODEL_DIR, SUMMARY
+from apirl.rundir import RunLayout, StageResult, weight_files
+from apirl.train.checkpoints import run_training_stage
+from apirl.train.config import RlConfig
 from apirl.train.rewards import reward_model_path
 
+ONLINE = ("ppo", "grpo", "rloo")
 
-def policy_source(config: RunConfig) -> ModelSource:
+
+@dataclass(frozen=True)
+class RlRun:
+    """What every RL recipe reads besides its own table: which algorithm, the `[rl]` table (policy, LoRA,
+    reward), the `[model]` table (cache and device), the `[execution]` table (the exec reward), the run's
+    directory and seed."""
+
+    algorithm: str
+    rl: RlConfig
+    model: ModelConfig
+    execution: ExecConfig
+    layout: RunLayout
+    seed: int
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.layout.stage(self.algorithm)
+
+
+def policy_source(run: RlRun) -> ModelSource:
     """`rl.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(config.rl.policy, config.run_dir, config.model.cache_dir, "rl.policy")
+    return resolve_or_sft(run.rl.policy, run.layout.root, run.model.cache_dir, "rl.policy")
 
 
-def load_policy(config: RunConfig, device: str | None = None) -> tuple[Any, Any, ModelSource]:
+def load_policy(run: RlRun, device: str | None = None) -> tuple[Any, Any, ModelSource]:
     """(the policy in fp32 and eval mode on `device`, its tokenizer with left padding, its source); an error
     loading it names `rl.policy`."""
-    source = policy_source(config)
+    source = policy_source(run)
     tokenizer = load_tokenizer(source)
     return load_model(source, "float32", device), tokenizer, source
 
@@ -46,35 +69,38 @@ def load_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def policy_inputs(config: RunConfig) -> list[Path]:
+def policy_inputs(run: RlRun) -> list[Path]:
     """The policy's weight files, when it is local (a hub id is its own version)."""
-    source = policy_source(config)
-    return sorted(Path(source.location).glob("*.safetensors")) if source.local else []
+    source = policy_source(run)
+    return weight_files(source.location) if source.local else []
 
 
-def online_inputs(config: RunConfig) -> list[Path]:
-    """What an online algorithm's result depends on: the train prompts (the data stage is prepared if
-    needed), the policy's weights and, when it is a term of the reward, the reward model's weights."""
-    from apirl.data.stage import prepare_data
-
-    inputs = [prepare_data(config.data, config.layout, config.seed).stage_dir / "train.jsonl",
-              *policy_inputs(config)]
-    spec = reward_model_path(config)
-    if config.rl.reward_model_weight and not spec.startswith("rule:"):
-        inputs += sorted(Path(spec).glob("*.safetensors"))
+def online_inputs(run: RlRun) -> list[Path]:
+    """What an online algorithm's result depends on: the data stage's train prompts, the policy's weights, the
+    reward model's weights when it is a term of the reward, the API database when the tools or exec term reads
+    it."""
+    rl = run.rl
+    if not (rl.reward_model_weight or rl.tools_weight or rl.exec_weight):
+        raise InputError(f"{run.algorithm} needs a reward: every reward weight is 0", field="rl")
+    inputs = [run.layout.split("train"), *policy_inputs(run)]
+    spec = reward_model_path(rl, run.layout)
+    if rl.reward_model_weight and not spec.startswith("rule:"):
+        inputs += weight_files(spec)
+    if rl.tools_weight or rl.exec_weight:
+        inputs.append(run.layout.stage("data") / "api.jsonl")
     return inputs
 
 
-def reward_summary(config: RunConfig) -> dict[str, Any]:
+def reward_summary(run: RlRun) -> dict[str, Any]:
     """The reward's terms and weights, as said in a manifest or a summary."""
-    rl = config.rl
+    rl = run.rl
     terms: dict[str, Any] = {}
     if rl.reward_model_weight:
-        terms["reward_model"] = {"weight": rl.reward_model_weight, "model": reward_model_path(config)}
+        terms["reward_model"] = {"weight": rl.reward_model_weight, "model": reward_model_path(rl, run.layout)}
     if rl.tools_weight:
         terms["tools"] = {"weight": rl.tools_weight}
     if rl.exec_weight:
-        terms["exec"] = {"weight": rl.exec_weight, "mode": config.execution.mode}
+        terms["exec"] = {"weight": rl.exec_weight, "mode": run.execution.mode}
     return terms
 
 
@@ -98,26 +124,14 @@ def progress_summary(log: Sequence[dict[str, Any]], *, reward: str, kl: str, len
     return summary
 
 
-def rl_stage_config(config: RunConfig) -> dict[str, Any]:
-    """The `[rl]` part of an RL stage's manifest (the algorithm adds its own table); DPO has no reward."""
-    stage = {"rl": config.rl.model_dump(mode="json"), "policy": policy_source(config).spec}
-    return stage if config.rl.algorithm == "dpo" else {**stage, "reward": reward_summary(config)}
-
-
-def run_rl_stage(config: RunConfig, table: Any, inputs: list[Path], train: Callable[..., dict[str, Any]], *,
-                 resume: bool, force: bool, **train_kwargs: Any) -> StageResult:
+def run_rl_stage(run: RlRun, table: StrictModel, inputs: list[Path],
+                 train: Callable[[Path, dict[str, Any]], dict[str, Any]], *, force: bool
+                 ) -> StageResult[dict[str, Any]]:
     """An algorithm's stage in `runs/<name>/<algorithm>/`: skipped when an identical run finished (its table,
-    `[rl]`, seed and input hashes), else `train(config, directory, resume=..., fingerprint=..., **train_kwargs)`,
-    which writes `summary.json`, `log.jsonl` and `model/`. `force` discards an interrupted run's checkpoints."""
-    algorithm = config.rl.algorithm
-    stage_dir = config.run_dir / algorithm
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    stage_config = {algorithm: table.model_dump(mode="json"), **rl_stage_config(config)}
-
-    def work(directory: Path) -> list[Path]:
-        train(config, directory, resume=resume, fingerprint=stage_fingerprint(stage_config, config.seed, inputs),
-              **train_kwargs)
-        return [directory / SUMMARY, directory / LOG, directory / MODEL_DIR / "model.safetensors"]
-
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+    `[rl]`, the policy, the reward, seed and input hashes), else `train(stage_dir, fingerprint)`, which writes
+    `summary.json`, `log.jsonl` and `model/`. `force` discards an interrupted run's checkpoints."""
+    stage = {run.algorithm: table.model_dump(mode="json"), "rl": run.rl.model_dump(mode="json", exclude={"algorithm"}),
+             "policy": policy_source(run).spec}
+    if run.algorithm in ONLINE:
+        stage["reward"] = reward_summary(run)
+    return run_training_stage(run.stage_dir, config=stage, seed=run.seed, inputs=inputs, train=train, force=force)

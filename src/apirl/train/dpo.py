@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.rundir import StageResult
 from apirl.train.checkpoints import (
@@ -29,38 +28,34 @@ from apirl.train.checkpoints import (
     write_log,
     write_summary,
 )
-from apirl.train.common import load_policy, policy_inputs, run_rl_stage
-from apirl.train.config import lora_config
+from apirl.train.common import RlRun, load_policy, policy_inputs, run_rl_stage
+from apirl.train.config import DpoConfig, lora_config
 from apirl.train.reward import heldout_examples, load_preferences
 
 
-def pairs_path(config: RunConfig) -> Path:
-    return config.run_dir / "feedback" / "pairs.jsonl"
-
-
-def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
+def train_dpo(dpo: DpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
               fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the policy with DPO on the preference pairs; returns the summary (also `summary.json`)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    dpo = config.dpo
-    pairs = load_preferences(pairs_path(config))
-    heldout = heldout_examples([p["example_id"] for p in pairs], dpo.heldout_fraction, config.seed)
+    pairs_path = run.layout.feedback("pairs.jsonl")
+    pairs = load_preferences(pairs_path)
+    heldout = heldout_examples([p["example_id"] for p in pairs], dpo.heldout_fraction, run.seed)
     train_pairs = [p for p in pairs if p["example_id"] not in heldout]
     heldout_pairs = [p for p in pairs if p["example_id"] in heldout]
     if not train_pairs:
-        raise InputError(f"no preference pairs left to train on in {pairs_path(config)} after holding out "
+        raise InputError(f"no preference pairs left to train on in {pairs_path} after holding out "
                          f"{len(heldout)} prompts", field="dpo.heldout_fraction")
 
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
-    policy, tokenizer, source = load_policy(config)
+    policy, tokenizer, source = load_policy(run)
 
     def dataset(rows: Sequence[dict[str, str]]) -> Any:
         return Dataset.from_list([{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows])
 
-    args = DPOConfig(**trainer_kwargs(dpo, stage_dir, config.seed, has_eval=bool(heldout_pairs)),
+    args = DPOConfig(**trainer_kwargs(dpo, stage_dir, run.seed, has_eval=bool(heldout_pairs)),
                      beta=dpo.beta, loss_type=[dpo.loss_type], max_length=dpo.max_length)
     trainer = DPOTrainer(
         model=policy,
@@ -68,17 +63,17 @@ def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
         train_dataset=dataset(train_pairs),
         eval_dataset=dataset(heldout_pairs) if heldout_pairs else None,
         processing_class=tokenizer,
-        peft_config=lora_config(config.rl),
+        peft_config=lora_config(run.rl),
         callbacks=list(callbacks),
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if heldout_pairs else {}
 
-    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
+    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, run.rl.method == "lora")
     write_log(stage_dir, trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {
-        "algorithm": "dpo", "policy": source.spec, "method": config.rl.method,
+        "algorithm": "dpo", "policy": source.spec, "method": run.rl.method,
         "train_pairs": len(train_pairs), "heldout_pairs": len(heldout_pairs),
         "steps": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0.0, 3),
         "resumed_from": resume_from.name if resume_from else None,
@@ -93,11 +88,14 @@ def train_dpo(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     return summary
 
 
-def run_dpo(config: RunConfig, *, resume: bool = False, force: bool = False,
-            callbacks: Sequence[Any] = ()) -> StageResult:
+def run_dpo(dpo: DpoConfig, run: RlRun, *, resume: bool = False, force: bool = False,
+            callbacks: Sequence[Any] = ()) -> StageResult[dict[str, Any]]:
     """The DPO stage (`runs/<name>/dpo/`): trains unless an identical run finished on the same pairs."""
-    pairs = pairs_path(config)
+    pairs = run.layout.feedback("pairs.jsonl")
     if not pairs.is_file():
         raise InputError(f"no preference pairs at {pairs}: run `apirl feedback` first", path=pairs)
-    return run_rl_stage(config, config.dpo, [pairs, *policy_inputs(config)], train_dpo, resume=resume, force=force,
-                        callbacks=callbacks)
+
+    def train(directory: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        return train_dpo(dpo, run, directory, resume=resume, callbacks=callbacks, fingerprint=fingerprint)
+
+    return run_rl_stage(run, dpo, [pairs, *policy_inputs(run)], train, force=force)

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
 from apirl.rundir import StageResult
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
@@ -34,6 +33,7 @@ from apirl.train.checkpoints import (
     write_summary,
 )
 from apirl.train.common import (
+    RlRun,
     load_policy,
     load_prompts,
     online_inputs,
@@ -41,23 +41,16 @@ from apirl.train.common import (
     reward_summary,
     run_rl_stage,
 )
-from apirl.train.config import GroupFields, lora_config
+from apirl.train.config import GroupFields, GrpoConfig, RlooConfig, lora_config
 from apirl.train.rewards import reward_terms, trl_reward_funcs
 
 
-def group_table(config: RunConfig) -> GroupFields:
-    """The `[grpo]` or `[rloo]` table, whichever `rl.algorithm` names."""
-    return config.grpo if config.rl.algorithm == "grpo" else config.rloo
-
-
-def trainer_args(config: RunConfig, stage_dir: Path) -> Any:
-    """TRL's GRPOConfig / RLOOConfig from the table. One optimizer step = `prompts_per_step * num_generations`
-    completions, split into `gradient_accumulation_steps` micro-batches."""
-    algorithm = config.rl.algorithm
-    table = group_table(config)
+def trainer_args(table: GroupFields, seed: int, stage_dir: Path) -> Any:
+    """TRL's GRPOConfig (a `[grpo]` table) or RLOOConfig (an `[rloo]` table). One optimizer step =
+    `prompts_per_step * num_generations` completions, split into `gradient_accumulation_steps` micro-batches."""
     completions = table.prompts_per_step * table.num_generations
     common = dict(
-        **base_trainer_kwargs(stage_dir, config.seed, table.precision),
+        **base_trainer_kwargs(stage_dir, seed, table.precision),
         max_steps=table.steps,
         per_device_train_batch_size=completions // table.gradient_accumulation_steps,
         gradient_accumulation_steps=table.gradient_accumulation_steps,
@@ -79,37 +72,38 @@ def trainer_args(config: RunConfig, stage_dir: Path) -> Any:
         save_total_limit=table.save_total_limit,
         gradient_checkpointing=table.gradient_checkpointing,
     )
-    if algorithm == "grpo":
+    if isinstance(table, GrpoConfig):
         from trl import GRPOConfig
 
-        return GRPOConfig(**common, scale_rewards=config.grpo.scale_rewards, loss_type=config.grpo.loss_type)
+        return GRPOConfig(**common, scale_rewards=table.scale_rewards, loss_type=table.loss_type)
+    assert isinstance(table, RlooConfig)
     from trl import RLOOConfig
 
-    return RLOOConfig(**common, normalize_advantages=config.rloo.normalize_advantages)
+    return RLOOConfig(**common, normalize_advantages=table.normalize_advantages)
 
 
-def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
-                fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool = False,
+                callbacks: Sequence[Any] = (), fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run GRPO or RLOO and save the final policy into `stage_dir/model`; returns the summary (also
     `summary.json`)."""
     from datasets import Dataset
 
     from apirl.models.load import default_device
 
-    algorithm = config.rl.algorithm
-    prompts = load_prompts(config.run_dir / "data" / "train.jsonl")
+    algorithm = run.algorithm
+    prompts = load_prompts(run.layout.split("train"))
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
-    policy, tokenizer, source = load_policy(config)  # left padding, as TRL requires for sampling
+    policy, tokenizer, source = load_policy(run)  # left padding, as TRL requires for sampling
     if algorithm == "grpo":
         from trl import GRPOTrainer as Trainer
     else:
         from trl import RLOOTrainer as Trainer
 
     started = time.perf_counter()
-    with reward_terms(config, default_device()) as terms:
+    with reward_terms(run.rl, run.execution, run.layout, default_device()) as terms:
         funcs, weights = trl_reward_funcs(terms)
-        args = trainer_args(config, stage_dir)
+        args = trainer_args(table, run.seed, stage_dir)
         args.reward_weights = weights
         trainer = Trainer(
             model=policy,
@@ -117,16 +111,16 @@ def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, cal
             args=args,
             train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
             processing_class=tokenizer,
-            peft_config=lora_config(config.rl),
+            peft_config=lora_config(run.rl),
             callbacks=list(callbacks),
         )
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
+    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, run.rl.method == "lora")
     write_log(stage_dir, trainer.state.log_history)
     log = [entry for entry in trainer.state.log_history if "reward" in entry]
     summary = {
-        "algorithm": algorithm, "policy": source.spec, "reward": reward_summary(config), "method": config.rl.method,
+        "algorithm": algorithm, "policy": source.spec, "reward": reward_summary(run), "method": run.rl.method,
         "steps": trainer.state.global_step, "resumed_from": resume_from.name if resume_from else None,
         **progress_summary(log, reward="reward", kl="kl", length="completions/mean_length",
                            terms={term.name: f"rewards/{term.name}/mean" for term in terms}),
@@ -137,8 +131,12 @@ def train_group(config: RunConfig, stage_dir: Path, *, resume: bool = False, cal
     return summary
 
 
-def run_group(config: RunConfig, *, resume: bool = False, force: bool = False,
-              callbacks: Sequence[Any] = ()) -> StageResult:
-    """The GRPO or RLOO stage (`runs/<name>/<algorithm>/`): trains unless an identical run finished."""
-    return run_rl_stage(config, group_table(config), online_inputs(config), train_group, resume=resume, force=force,
-                        callbacks=callbacks)
+def run_group(table: GroupFields, run: RlRun, *, resume: bool = False, force: bool = False,
+              callbacks: Sequence[Any] = ()) -> StageResult[dict[str, Any]]:
+    """The GRPO or RLOO stage (`runs/<name>/<grpo|rloo>/`, `run.algorithm`): trains unless an identical run
+    finished."""
+
+    def train(directory: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        return train_group(table, run, directory, resume=resume, callbacks=callbacks, fingerprint=fingerprint)
+
+    return run_rl_stage(run, table, online_inputs(run), train, force=force)

@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl, json_line
 from apirl.models.engine import decode_pruned, eos_token_ids, position_ids
@@ -66,6 +65,7 @@ from apirl.train.checkpoints import (
     write_summary,
 )
 from apirl.train.common import (
+    RlRun,
     load_policy,
     load_prompts,
     online_inputs,
@@ -74,7 +74,7 @@ from apirl.train.common import (
     reward_summary,
     run_rl_stage,
 )
-from apirl.train.config import lora_config
+from apirl.train.config import PpoConfig, lora_config
 from apirl.train.rewards import combine, reward_terms
 
 STATE_FILE = "state.pt"
@@ -108,16 +108,16 @@ class Models:
         return self.policy if self.reference is None else self.reference
 
 
-def load_models(config: RunConfig, device: str) -> Models:
+def load_models(run: RlRun, device: str) -> Models:
     import torch
 
-    policy, tokenizer, _ = load_policy(config, device)  # fp32; the tokenizer pads on the left
+    policy, tokenizer, _ = load_policy(run, device)  # fp32; the tokenizer pads on the left
     eos_ids = eos_token_ids(policy, tokenizer)
     reference = None
-    if config.rl.method == "lora":
+    if run.rl.method == "lora":
         from peft import get_peft_model
 
-        policy = get_peft_model(policy, lora_config(config.rl))
+        policy = get_peft_model(policy, lora_config(run.rl))
     else:
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
     policy.eval()  # no dropout: see the module docstring
@@ -185,8 +185,7 @@ def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_t
     return response_ids, response_mask, ended
 
 
-def rollout(models: Models, prompts: list[str], config: RunConfig, generator: Any) -> Rollout:
-    ppo = config.ppo
+def rollout(models: Models, prompts: list[str], ppo: PpoConfig, generator: Any) -> Rollout:
     device = next(models.policy.parameters()).device
     prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, ppo.max_prompt_length, device)
     response_ids, response_mask, ended = sample_responses(
@@ -276,12 +275,11 @@ def load_checkpoint(directory: Path, models: Models, optimizers: Sequence[Any], 
 # The loop
 
 
-def ppo_step(models: Models, batch: Rollout, scores: Any, config: RunConfig, kl_ctl: Any,
+def ppo_step(models: Models, batch: Rollout, scores: Any, ppo: PpoConfig, kl_ctl: Any,
              optimizers: Sequence[Any], generator: Any) -> dict[str, float]:
     """Steps 3-5 of the module docstring for one rollout batch; returns the step's stats."""
     import torch
 
-    ppo = config.ppo
     mask = batch.response_mask
     with torch.no_grad():
         _, old_logp, old_values = forward_response(models.policy, batch.prompt_ids, batch.prompt_mask,
@@ -334,8 +332,8 @@ def ppo_step(models: Models, batch: Rollout, scores: Any, config: RunConfig, kl_
     return result
 
 
-def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_step: StepHook | None = None,
-              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_ppo(ppo: PpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = False,
+              on_step: StepHook | None = None, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run PPO and save the final policy into `stage_dir/model`; returns the summary (also `summary.json`).
 
     `on_step(step)` is called after each step's checkpoint (tests raise from it to simulate a kill)."""
@@ -344,13 +342,12 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
 
     from apirl.models.load import default_device
 
-    ppo = config.ppo
     device = default_device()
-    prompts = load_prompts(config.run_dir / "data" / "train.jsonl")
+    prompts = load_prompts(run.layout.split("train"))
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
-    torch.manual_seed(config.seed)
-    models = load_models(config, device)
+    torch.manual_seed(run.seed)
+    models = load_models(run, device)
     optimizers = [
         torch.optim.AdamW([p for p in models.policy.parameters() if p.requires_grad], lr=ppo.learning_rate,
                           weight_decay=0.0),
@@ -366,16 +363,16 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
     writer = SummaryWriter(str(stage_dir / "tensorboard"), purge_step=start + 1 if start else None)
     started = time.perf_counter()
     # The reward's executability sandbox, when it has one, lives as long as the loop.
-    with reward_terms(config, device) as terms, log_path.open("w", encoding="utf-8") as handle:
+    with reward_terms(run.rl, run.execution, run.layout, device) as terms, \
+            log_path.open("w", encoding="utf-8") as handle:
         for entry in log:
             handle.write(json_line(entry))
         for step in range(start, ppo.steps):
-            generator = torch.Generator(device=device).manual_seed(step_seed(config.seed, step))
-            batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, config.seed, step), config,
-                            generator)
+            generator = torch.Generator(device=device).manual_seed(step_seed(run.seed, step))
+            batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, run.seed, step), ppo, generator)
             totals, term_means = combine(terms, batch.prompts, batch.texts)
             scores = torch.tensor(totals, dtype=torch.float32, device=device)
-            stats = ppo_step(models, batch, scores, config, kl_ctl, optimizers, generator)
+            stats = ppo_step(models, batch, scores, ppo, kl_ctl, optimizers, generator)
             if len(terms) > 1:
                 stats.update({f"reward_{name}": value for name, value in term_means.items()})
             entry = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}}
@@ -390,11 +387,11 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
                 on_step(step + 1)
     writer.close()
 
-    save_final_model(models.policy, models.tokenizer, stage_dir / MODEL_DIR, config.rl.method == "lora")
+    save_final_model(models.policy, models.tokenizer, stage_dir / MODEL_DIR, run.rl.method == "lora")
     torch.save(models.value_head.state_dict(), stage_dir / "value_head.pt")
     summary = {
-        "algorithm": "ppo", "policy": policy_source(config).spec, "reward": reward_summary(config),
-        "method": config.rl.method,
+        "algorithm": "ppo", "policy": policy_source(run).spec, "reward": reward_summary(run),
+        "method": run.rl.method,
         "steps": len(log), "resumed_from": resume_from.name if resume_from else None,
         # PPO's log says `score` and `reward_<term>` (the latter only with more than one term).
         **progress_summary(log, reward="score", kl="kl", length="response_length",
@@ -407,8 +404,11 @@ def train_ppo(config: RunConfig, stage_dir: Path, *, resume: bool = False, on_st
     return summary
 
 
-def run_ppo(config: RunConfig, *, resume: bool = False, force: bool = False,
-            on_step: StepHook | None = None) -> StageResult:
-    """The PPO stage: prepares the data stage if needed, then trains unless an identical run finished."""
-    return run_rl_stage(config, config.ppo, online_inputs(config), train_ppo, resume=resume, force=force,
-                        on_step=on_step)
+def run_ppo(ppo: PpoConfig, run: RlRun, *, resume: bool = False, force: bool = False,
+            on_step: StepHook | None = None) -> StageResult[dict[str, Any]]:
+    """The PPO stage (`runs/<name>/ppo/`): trains unless an identical run finished."""
+
+    def train(directory: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        return train_ppo(ppo, run, directory, resume=resume, on_step=on_step, fingerprint=fingerprint)
+
+    return run_rl_stage(run, ppo, online_inputs(run), train, force=force)

@@ -39,26 +39,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
 from apirl.errors import InputError
 from apirl.feedback.calibrate import GOLD, calibration_samples
 from apirl.jsonl import iter_jsonl
+from apirl.models.config import ModelConfig
 from apirl.models.load import ModelSource, default_device, resolve_or_sft
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.rundir import RunLayout, StageResult, weight_files
 from apirl.stats import auc, win_rate
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
-    LOG,
     MODEL_DIR,
-    SUMMARY,
     checkpoint_to_resume,
+    run_training_stage,
     save_final_model,
     trainer_kwargs,
     write_log,
     write_summary,
 )
-from apirl.train.config import lora_config
+from apirl.train.config import RewardModelConfig, lora_config
 
 STAGE = "reward"
 # Beside the weights: the kind and the max_length the model was trained with, read by `RewardModel.load`.
@@ -222,32 +220,34 @@ def gold_vs_mutant_rate(scored: Sequence[tuple[str, str, float]]) -> dict[str, A
                          for kind, (better, worse) in pairs.items()}}
 
 
-def gold_and_mutants(config: RunConfig) -> tuple[list[tuple[str, str, str, str]], int]:
+def gold_and_mutants(reward: RewardModelConfig, layout: RunLayout, calibrate_split: str, mutant_seed: int
+                     ) -> tuple[list[tuple[str, str, str, str]], int]:
     """((example_id, kind, prompt, completion) for every gold answer and mutant, number of examples) of the
-    first `gold_vs_mutants_limit` examples of `feedback.calibrate_split`, built as `apirl feedback calibrate`
-    builds them (the target with only its code replaced)."""
-    from apirl.data.dataset import build_examples, load_gorilla
+    first `gold_vs_mutants_limit` examples of the data stage's `calibrate_split`, built as `apirl feedback
+    calibrate` builds them (the target with only its code replaced)."""
+    from apirl.data.stage import read_catalog, read_examples
 
-    data = load_gorilla(config.data)
-    examples = build_examples(data, config.data)[config.feedback.calibrate_split]
-    if config.reward.gold_vs_mutants_limit:
-        examples = examples[:config.reward.gold_vs_mutants_limit]
-    known = data.api_db.model_ids
+    examples = read_examples(layout, calibrate_split)
+    if reward.gold_vs_mutants_limit:
+        examples = examples[:reward.gold_vs_mutants_limit]
+    known = read_catalog(layout).model_ids
     items = []
     for example in examples:
-        for sample, kind in calibration_samples([example], known, config.execution.mutant_seed):
+        for sample, kind in calibration_samples([example], known, mutant_seed):
             items.append((example.example_id, kind, example.prompt, sample.completion))
     return items, len(examples)
 
 
-def evaluate_reward_model(reward_model: RewardModel, config: RunConfig, heldout_rows: Sequence[dict[str, Any]],
-                          heldout_pairs: Sequence[dict[str, str]], batch_size: int) -> dict[str, Any]:
+def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, layout: RunLayout,
+                          heldout_rows: Sequence[dict[str, Any]], heldout_pairs: Sequence[dict[str, str]], *,
+                          calibrate_split: str, mutant_seed: int) -> dict[str, Any]:
     """Held-out accuracy and AUC, and the gold-vs-mutant rate, of a trained reward model (see the module doc)."""
+    batch_size = reward.batch_size
     scores = reward_model.score([r["prompt"] for r in heldout_rows], [r["completion"] for r in heldout_rows],
                                 batch_size)
     acceptable = [s for s, row in zip(scores, heldout_rows, strict=True) if row["label"]]
     unacceptable = [s for s, row in zip(scores, heldout_rows, strict=True) if not row["label"]]
-    if config.reward.kind == "classifier":
+    if reward.kind == "classifier":
         agree = [(s > 0) == row["label"] for s, row in zip(scores, heldout_rows, strict=True)]
         accuracy = sum(agree) / len(agree) if agree else None
     else:
@@ -256,17 +256,16 @@ def evaluate_reward_model(reward_model: RewardModel, config: RunConfig, heldout_
         rejected = reward_model.score(prompts, [p["rejected"] for p in heldout_pairs], batch_size)
         accuracy = win_rate(chosen, rejected)
 
-    items, examples = gold_and_mutants(config)
+    items, examples = gold_and_mutants(reward, layout, calibrate_split, mutant_seed)
     item_scores = reward_model.score([item[2] for item in items], [item[3] for item in items], batch_size)
     rate = gold_vs_mutant_rate([(item[0], item[1], s) for item, s in zip(items, item_scores, strict=True)])
     return {
         "heldout_accuracy": _round(accuracy),
-        "accuracy_of": "label: logit > 0" if config.reward.kind == "classifier" else "pairs: chosen > rejected",
+        "accuracy_of": "label: logit > 0" if reward.kind == "classifier" else "pairs: chosen > rejected",
         "heldout_auc": _round(auc(acceptable, unacceptable)),
         "heldout_mean_reward_acceptable": _mean(acceptable),
         "heldout_mean_reward_unacceptable": _mean(unacceptable),
-        "gold_vs_mutant": {"split": config.feedback.calibrate_split, "examples": examples,
-                           "mutant_seed": config.execution.mutant_seed, **rate},
+        "gold_vs_mutant": {"split": calibrate_split, "examples": examples, "mutant_seed": mutant_seed, **rate},
     }
 
 
@@ -282,13 +281,9 @@ def _mean(values: Sequence[float]) -> float | None:
 # Training.
 
 
-def base_source(config: RunConfig) -> ModelSource:
+def base_source(reward: RewardModelConfig, model: ModelConfig, layout: RunLayout) -> ModelSource:
     """The model the reward model starts from: `reward.base`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(config.reward.base, config.run_dir, config.model.cache_dir, "reward.base")
-
-
-def _weights(source: ModelSource) -> list[Path]:
-    return sorted(Path(source.location).glob("*.safetensors")) if source.local else []
+    return resolve_or_sft(reward.base, layout.root, model.cache_dir, "reward.base")
 
 
 def load_base(source: ModelSource, seed: int) -> tuple[Any, Any, list[str]]:
@@ -317,9 +312,6 @@ def load_base(source: ModelSource, seed: int) -> tuple[Any, Any, list[str]]:
     return model, tokenizer, sorted(info["missing_keys"])
 
 
-def _training_kwargs(config: RunConfig, stage_dir: Path, has_eval: bool) -> dict[str, Any]:
-    """The TrainingArguments both kinds share (TRL's RewardConfig is a TrainingArguments)."""
-    return trainer_kwargs(config.reward, stage_dir, config.seed, has_eval)
 
 
 def bce_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
@@ -344,7 +336,7 @@ def _collate_labelled(pad_token_id: int) -> Any:
     return collate
 
 
-def _classifier_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenizer: Any,
+def _classifier_trainer(reward: RewardModelConfig, seed: int, stage_dir: Path, model: Any, tokenizer: Any,
                         train_rows: Sequence[dict[str, Any]], heldout_rows: Sequence[dict[str, Any]],
                         callbacks: Sequence[Any]) -> Any:
     """The plain Trainer with `bce_loss` on {input_ids, label} rows (the paper's classifier)."""
@@ -352,16 +344,16 @@ def _classifier_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenize
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    max_length = config.reward.max_length
+    max_length = reward.max_length
 
     def dataset(rows: Sequence[dict[str, Any]]) -> Any:
         return Dataset.from_list([{"input_ids": encode(tokenizer, r["prompt"], r["completion"])[-max_length:],
                                    "label": float(r["label"])} for r in rows])
 
-    peft = lora_config(config.reward, "SEQ_CLS")
+    peft = lora_config(reward, "SEQ_CLS")
     return Trainer(
         model=get_peft_model(model, peft) if peft is not None else model,
-        args=TrainingArguments(**_training_kwargs(config, stage_dir, has_eval=bool(heldout_rows)),
+        args=TrainingArguments(**trainer_kwargs(reward, stage_dir, seed, has_eval=bool(heldout_rows)),
                                remove_unused_columns=False),
         data_collator=_collate_labelled(tokenizer.pad_token_id),
         train_dataset=dataset(train_rows),
@@ -372,7 +364,7 @@ def _classifier_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenize
     )
 
 
-def _pairwise_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenizer: Any,
+def _pairwise_trainer(reward: RewardModelConfig, seed: int, stage_dir: Path, model: Any, tokenizer: Any,
                       train_pairs: Sequence[dict[str, str]], heldout_pairs: Sequence[dict[str, str]],
                       callbacks: Sequence[Any]) -> Any:
     """TRL's RewardTrainer on pairs tokenized by `encode` (it takes tokenized `chosen_ids`/`rejected_ids` as
@@ -380,7 +372,7 @@ def _pairwise_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenizer:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    max_length = config.reward.max_length
+    max_length = reward.max_length
 
     def dataset(pairs: Sequence[dict[str, str]]) -> Any:
         return Dataset.from_list([{"chosen_ids": encode(tokenizer, p["prompt"], p["chosen"])[-max_length:],
@@ -389,43 +381,43 @@ def _pairwise_trainer(config: RunConfig, stage_dir: Path, model: Any, tokenizer:
 
     return RewardTrainer(
         model=model,
-        args=RewardConfig(**_training_kwargs(config, stage_dir, has_eval=bool(heldout_pairs)),
+        args=RewardConfig(**trainer_kwargs(reward, stage_dir, seed, has_eval=bool(heldout_pairs)),
                           max_length=max_length, disable_dropout=True),
         train_dataset=dataset(train_pairs),
         eval_dataset=dataset(heldout_pairs) if heldout_pairs else None,
         processing_class=tokenizer,
-        peft_config=lora_config(config.reward, "SEQ_CLS"),
+        peft_config=lora_config(reward, "SEQ_CLS"),
         callbacks=list(callbacks),
     )
 
 
-def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
+def train_reward(reward: RewardModelConfig, model_table: ModelConfig, layout: RunLayout, seed: int, stage_dir: Path,
+                 *, calibrate_split: str, mutant_seed: int, resume: bool = False, callbacks: Sequence[Any] = (),
                  fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, save and evaluate the reward model in `stage_dir`; returns the summary (also `summary.json`).
 
     `fingerprint` (config, seed, input hashes) is kept beside the checkpoints, so a resume never continues
     checkpoints that another config wrote. The checkpoints are deleted once the model is saved and scored."""
-    reward = config.reward
-    feedback_dir = config.run_dir / "feedback"
-    rows = load_feedback(feedback_dir / "feedback.jsonl")
-    heldout = heldout_examples([r["example_id"] for r in rows], reward.heldout_fraction, config.seed)
+    rows = load_feedback(layout.feedback("feedback.jsonl"))
+    heldout = heldout_examples([r["example_id"] for r in rows], reward.heldout_fraction, seed)
     train_rows = [r for r in rows if r["example_id"] not in heldout]
     heldout_rows = [r for r in rows if r["example_id"] in heldout]
-    pairs = load_preferences(feedback_dir / "pairs.jsonl") if reward.kind == "pairwise" else []
+    pairs = load_preferences(layout.feedback("pairs.jsonl")) if reward.kind == "pairwise" else []
     train_pairs = [p for p in pairs if p["example_id"] not in heldout]
     heldout_pairs = [p for p in pairs if p["example_id"] in heldout]
     if not (train_pairs if reward.kind == "pairwise" else train_rows):
         raise InputError(f"no {'pairs' if reward.kind == 'pairwise' else 'samples'} left to train on in "
-                         f"{feedback_dir} after holding out {len(heldout)} prompts", field="reward.heldout_fraction")
+                         f"{layout.stage('feedback')} after holding out {len(heldout)} prompts",
+                         field="reward.heldout_fraction")
 
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
-    source = base_source(config)
-    model, tokenizer, fresh = load_base(source, config.seed)
+    source = base_source(reward, model_table, layout)
+    model, tokenizer, fresh = load_base(source, seed)
     if reward.kind == "classifier":
-        trainer = _classifier_trainer(config, stage_dir, model, tokenizer, train_rows, heldout_rows, callbacks)
+        trainer = _classifier_trainer(reward, seed, stage_dir, model, tokenizer, train_rows, heldout_rows, callbacks)
     else:
-        trainer = _pairwise_trainer(config, stage_dir, model, tokenizer, train_pairs, heldout_pairs, callbacks)
+        trainer = _pairwise_trainer(reward, seed, stage_dir, model, tokenizer, train_pairs, heldout_pairs, callbacks)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
 
@@ -440,8 +432,9 @@ def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, ca
     state = trainer.state
     del trainer, model
 
-    reward_model = RewardModel.load(model_dir, config.model.device or None)
-    evaluation = evaluate_reward_model(reward_model, config, heldout_rows, heldout_pairs, reward.batch_size)
+    reward_model = RewardModel.load(model_dir, model_table.device or None)
+    evaluation = evaluate_reward_model(reward_model, reward, layout, heldout_rows, heldout_pairs,
+                                       calibrate_split=calibrate_split, mutant_seed=mutant_seed)
     texts = ([(r["prompt"], r["completion"]) for r in train_rows] if reward.kind == "classifier" else
              [(p["prompt"], p[side]) for p in train_pairs for side in ("chosen", "rejected")])
     summary = {
@@ -464,33 +457,27 @@ def train_reward(config: RunConfig, stage_dir: Path, *, resume: bool = False, ca
     return summary
 
 
-def run_reward(config: RunConfig, *, resume: bool = False, force: bool = False,
-               callbacks: Sequence[Any] = ()) -> StageResult:
-    """The reward stage: trains on the feedback stage's output unless an identical run finished."""
-    from apirl.data.stage import data_inputs
-
-    feedback_dir = config.run_dir / "feedback"
-    needed = [feedback_dir / "feedback.jsonl"]
-    if config.reward.kind == "pairwise":
-        needed.append(feedback_dir / "pairs.jsonl")
+def run_reward(reward: RewardModelConfig, model: ModelConfig, layout: RunLayout, seed: int, *, calibrate_split: str,
+               mutant_seed: int, resume: bool = False, force: bool = False, callbacks: Sequence[Any] = ()
+               ) -> StageResult[dict[str, Any]]:
+    """The reward stage (`apirl reward`): trains on the feedback stage's output unless an identical run finished;
+    the gold-vs-mutant check reads the data stage's `calibrate_split` with mutants of `mutant_seed`."""
+    needed = [layout.feedback("feedback.jsonl")]
+    if reward.kind == "pairwise":
+        needed.append(layout.feedback("pairs.jsonl"))
     for path in needed:
         if not path.is_file():
             raise InputError("not found: run `apirl feedback` first", path=path)
-    source = base_source(config)
-    inputs = [*needed, *_weights(source), *data_inputs(config.data)]
-    stage_dir = config.run_dir / STAGE
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
-    # The gold-vs-mutant check reads the data's calibration split and the mutant seed: they decide the summary.
-    stage_config = {"reward": config.reward.model_dump(mode="json"), "base": source.spec,
-                    "data": config.data.model_dump(mode="json"),
-                    "calibrate_split": config.feedback.calibrate_split,
-                    "mutant_seed": config.execution.mutant_seed}
+    source = base_source(reward, model, layout)
+    weights = weight_files(source.location) if source.local else []
+    inputs = [*needed, *weights, layout.split(calibrate_split), layout.stage("data") / "api.jsonl"]
+    # The gold-vs-mutant check reads the calibration split and the mutant seed: they decide the summary.
+    stage_config = {"reward": reward.model_dump(mode="json"), "base": source.spec,
+                    "calibrate_split": calibrate_split, "mutant_seed": mutant_seed}
 
-    def work(directory: Path) -> list[Path]:
-        train_reward(config, directory, resume=resume, callbacks=callbacks,
-                     fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / SUMMARY, directory / LOG, *sorted((directory / MODEL_DIR).glob(
-            "*.safetensors"))]
+    def train(directory: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        return train_reward(reward, model, layout, seed, directory, calibrate_split=calibrate_split,
+                            mutant_seed=mutant_seed, resume=resume, callbacks=callbacks, fingerprint=fingerprint)
 
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+    return run_training_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, train=train,
+                              force=force)

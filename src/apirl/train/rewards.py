@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
 from apirl.errors import InputError
+from apirl.execution.config import ExecConfig
+from apirl.rundir import RunLayout
+from apirl.train.config import RlConfig
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -73,13 +75,13 @@ def rule_reward(spec: str) -> RewardFn:
 # The terms.
 
 
-def reward_model_path(config: RunConfig) -> str:
+def reward_model_path(rl: RlConfig, layout: RunLayout) -> str:
     """`rl.reward_model`, or the reward stage's model when empty."""
-    return config.rl.reward_model or str(config.run_dir / "reward" / "model")
+    return rl.reward_model or str(layout.model("reward"))
 
 
-def reward_model_fn(config: RunConfig, device: str) -> RewardFn:
-    spec = reward_model_path(config)
+def reward_model_fn(rl: RlConfig, layout: RunLayout, device: str) -> RewardFn:
+    spec = reward_model_path(rl, layout)
     if spec.startswith("rule:"):
         return rule_reward(spec)
     from apirl.train.reward import RewardModel
@@ -88,7 +90,7 @@ def reward_model_fn(config: RunConfig, device: str) -> RewardFn:
         raise InputError(f"no reward model at {spec}: run `apirl reward` first, or set rl.reward_model",
                          field="rl.reward_model")
     model = RewardModel.load(spec, device)
-    return lambda prompts, completions: model.score(prompts, completions, config.rl.reward_batch_size)
+    return lambda prompts, completions: model.score(prompts, completions, rl.reward_batch_size)
 
 
 def tools_fn(api_db: Any) -> RewardFn:
@@ -124,25 +126,24 @@ def exec_fn(executor: Any, mode: str) -> RewardFn:
 
 
 @contextlib.contextmanager
-def reward_terms(config: RunConfig, device: str) -> Iterator[list[RewardTerm]]:
+def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device: str) -> Iterator[list[RewardTerm]]:
     """The weighted terms of `[rl]`; the executability sandbox (when `exec_weight` > 0) lives as long as the
-    context."""
-    rl = config.rl
+    context. The tools judge and the harness read the data stage's API database."""
     with contextlib.ExitStack() as stack:
         terms = []
         if rl.reward_model_weight:
-            terms.append(RewardTerm("reward_model", rl.reward_model_weight, reward_model_fn(config, device)))
+            terms.append(RewardTerm("reward_model", rl.reward_model_weight, reward_model_fn(rl, layout, device)))
         if rl.tools_weight or rl.exec_weight:
-            from apirl.data.dataset import load_gorilla
+            from apirl.data.stage import read_catalog, read_hub_evidence
 
-            data = load_gorilla(config.data)
+            api_db = read_catalog(layout)
             if rl.tools_weight:
-                terms.append(RewardTerm("tools", rl.tools_weight, tools_fn(data.api_db)))
+                terms.append(RewardTerm("tools", rl.tools_weight, tools_fn(api_db)))
             if rl.exec_weight:
                 from apirl.execution.stage import open_executor
 
-                executor = stack.enter_context(open_executor(config, data))
-                terms.append(RewardTerm("exec", rl.exec_weight, exec_fn(executor, config.execution.mode)))
+                executor = stack.enter_context(open_executor(execution, api_db, read_hub_evidence(layout)))
+                terms.append(RewardTerm("exec", rl.exec_weight, exec_fn(executor, execution.mode)))
         yield terms
 
 

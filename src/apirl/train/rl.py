@@ -9,20 +9,29 @@ step) and `summary.json` (the online algorithms report the same keys: `first_rew
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from apirl.config import RunConfig
 from apirl.rundir import StageResult
+from apirl.train.common import RlRun
 from apirl.train.dpo import run_dpo
 from apirl.train.grpo import run_group
 from apirl.train.ppo import run_ppo
 
-# rl.algorithm -> the recipe's entry point, which runs it as its own stage.
-RECIPES: dict[str, Callable[..., StageResult]] = {"ppo": run_ppo, "grpo": run_group, "rloo": run_group,
-                                                  "dpo": run_dpo}
+# algorithm -> the recipe's entry point, `(its table, RlRun, resume=, force=, hooks) -> StageResult`.
+RECIPES = {"ppo": run_ppo, "grpo": run_group, "rloo": run_group, "dpo": run_dpo}
 
 
-def run_rl(config: RunConfig, *, resume: bool = False, force: bool = False, **kwargs: Any) -> StageResult:
-    """Run the algorithm of `rl.algorithm` as its own stage (`runs/<name>/<algorithm>/`)."""
-    return RECIPES[config.rl.algorithm](config, resume=resume, force=force, **kwargs)
+def rl_run(config: RunConfig, algorithm: str) -> RlRun:
+    """What the recipe of `algorithm` reads of the run config besides its own table."""
+    return RlRun(algorithm, config.rl, config.model, config.execution, config.layout, config.seed)
+
+
+def run_rl(config: RunConfig, algorithm: str | None = None, *, resume: bool = False, force: bool = False,
+           **hooks: Any) -> StageResult[dict[str, Any]]:
+    """Run `algorithm` (default `rl.algorithm`) as its own stage (`runs/<name>/<algorithm>/`), with its own table
+    (`[ppo]`, `[grpo]`, `[rloo]`, `[dpo]`): the one entry point of `apirl rl` and of the pipeline."""
+    algorithm = algorithm or config.rl.algorithm
+    recipe = partial(RECIPES[algorithm], getattr(config, algorithm), rl_run(config, algorithm))
+    return recipe(resume=resume, force=force, **hooks)

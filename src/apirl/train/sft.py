@@ -19,25 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apirl.config import RunConfig
-from apirl.data.stage import prepare_data
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
+from apirl.models.config import ModelConfig
 from apirl.models.load import load_model, load_tokenizer, resolve_model
-from apirl.rundir import StageResult, run_stage
-from apirl.rundir import fingerprint as stage_fingerprint
+from apirl.rundir import RunLayout, StageResult
 from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
-    LOG,
     MODEL_DIR,
-    SUMMARY,
     checkpoint_to_resume,
+    run_training_stage,
     save_final_model,
     trainer_kwargs,
     write_log,
     write_summary,
 )
-from apirl.train.config import lora_config
+from apirl.train.config import SftConfig, lora_config
 
 STAGE = "sft"
 
@@ -62,15 +59,16 @@ def load_pairs(path: Path, limit: int, seed: int) -> tuple[list[dict[str, str]],
     return rows, skipped
 
 
-def _trainer_args(config: RunConfig, stage_dir: Path, has_eval: bool) -> Any:
+def _trainer_args(sft: SftConfig, seed: int, stage_dir: Path, has_eval: bool) -> Any:
     from trl import SFTConfig
 
-    return SFTConfig(**trainer_kwargs(config.sft, stage_dir, config.seed, has_eval),
-                     max_length=config.sft.max_length, completion_only_loss=True)
+    return SFTConfig(**trainer_kwargs(sft, stage_dir, seed, has_eval), max_length=sft.max_length,
+                     completion_only_loss=True)
 
 
-def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callbacks: Sequence[Any] = (),
-              fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed: int, stage_dir: Path, *,
+              resume: bool = False, callbacks: Sequence[Any] = (), fingerprint: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     """Train and save M_SFT into `stage_dir`; returns the summary (also written as `summary.json`).
 
     `fingerprint` (config, seed, input hashes) is kept beside the checkpoints, so a resume never continues
@@ -78,34 +76,33 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     from datasets import Dataset
     from trl import SFTTrainer
 
-    data_dir = config.run_dir / "data"
-    train_rows, train_skipped = load_pairs(data_dir / "train.jsonl", config.sft.train_limit, config.seed)
-    val_rows, _ = load_pairs(data_dir / "val.jsonl", config.sft.val_limit, config.seed)
+    train_rows, train_skipped = load_pairs(layout.split("train"), sft.train_limit, seed)
+    val_rows, _ = load_pairs(layout.split("val"), sft.val_limit, seed)
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
 
-    source = resolve_model(config.model.name, Path(config.model.cache_dir) if config.model.cache_dir else None)
+    source = resolve_model(model_table.name, Path(model_table.cache_dir) if model_table.cache_dir else None)
     tokenizer = load_tokenizer(source)
     tokenizer.padding_side = "right"
     model = load_model(source)  # fp32; an error loading it names `model.name`
     trainer = SFTTrainer(
         model=model,
-        args=_trainer_args(config, stage_dir, has_eval=bool(val_rows)),
+        args=_trainer_args(sft, seed, stage_dir, has_eval=bool(val_rows)),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
         processing_class=tokenizer,
-        peft_config=lora_config(config.sft),
+        peft_config=lora_config(sft),
         callbacks=list(callbacks),
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if val_rows else {}
 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, config.sft.method == "lora")
+    save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, sft.method == "lora")
     write_log(stage_dir, trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {
-        "model": config.model.name, "method": config.sft.method, "train_examples": len(train_rows),
+        "model": model_table.name, "method": sft.method, "train_examples": len(train_rows),
         "train_skipped_incomplete": train_skipped,
         "val_examples": len(val_rows), "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 3), "resumed_from": resume_from.name if resume_from else None,
@@ -121,20 +118,16 @@ def train_sft(config: RunConfig, stage_dir: Path, *, resume: bool = False, callb
     return summary
 
 
-def run_sft(config: RunConfig, *, resume: bool = False, force: bool = False,
-            callbacks: Sequence[Any] = ()) -> StageResult:
-    """The SFT stage: prepares the data stage if needed, then trains unless an identical run finished."""
-    data = prepare_data(config.data, config.layout, config.seed)
-    inputs = [data.stage_dir / "train.jsonl", data.stage_dir / "val.jsonl"]
-    stage_dir = config.run_dir / STAGE
-    if force and (stage_dir / CHECKPOINTS_DIR).is_dir():
-        shutil.rmtree(stage_dir / CHECKPOINTS_DIR)
+def run_sft(sft: SftConfig, model: ModelConfig, layout: RunLayout, seed: int, *, resume: bool = False,
+            force: bool = False, callbacks: Sequence[Any] = ()) -> StageResult[dict[str, Any]]:
+    """The SFT stage (`apirl sft`): trains `model` on the data stage's train split (validating on val) unless
+    an identical run finished."""
+    inputs = [layout.split("train"), layout.split("val")]
+    stage_config = {"model": model.model_dump(mode="json"), "sft": sft.model_dump(mode="json")}
 
-    stage_config = {"model": config.model.model_dump(mode="json"), "sft": config.sft.model_dump(mode="json")}
+    def train(directory: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        return train_sft(sft, model, layout, seed, directory, resume=resume, callbacks=callbacks,
+                         fingerprint=fingerprint)
 
-    def work(directory: Path) -> list[Path]:
-        train_sft(config, directory, resume=resume, callbacks=callbacks,
-                  fingerprint=stage_fingerprint(stage_config, config.seed, inputs))
-        return [directory / SUMMARY, directory / LOG, directory / MODEL_DIR / "model.safetensors"]
-
-    return run_stage(stage_dir, config=stage_config, seed=config.seed, inputs=inputs, work=work, force=force)
+    return run_training_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, train=train,
+                              force=force)
