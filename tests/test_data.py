@@ -165,3 +165,17 @@ def test_committed_splits_match_a_fresh_split_and_never_leak(real_data_dir):
     test_instructions = {data.records[q].instruction for q in test_ids}
     assert not any(ex.prompt.split("\n###Output:")[0].removeprefix("###Instruction: ") in test_instructions
                    for ex in splits["train"])
+
+
+def test_a_synthesized_request_never_names_the_model_whatever_the_hash_seed():
+    """The full id is replaced before its short name: the other order left "neulab/the model", and a set's
+    order (the old code's) changed from one process to the next, and with it the train split."""
+    from apirl.data.apidb import ApiRow
+    from apirl.data.synth import synthesize_instruction
+
+    row = ApiRow(index=0, domain="Natural Language Processing Table Question Answering", framework="Hugging Face",
+                 functionality="Table-based QA", api_name="neulab/omnitab-large",
+                 api_call="AutoModelForSeq2SeqLM.from_pretrained('neulab/omnitab-large')",
+                 description="OmniTab is a QA model. neulab/omnitab-large is initialized with tapex.")
+    text = synthesize_instruction(row)
+    assert "omnitab-large" not in text and "neulab" not in text and "the model is initialized" in text

@@ -65,8 +65,9 @@ def synthesize_code(row: ApiRow) -> str:
 def synthesize_instruction(row: ApiRow) -> str:
     task = (row.functionality or row.domain).strip().rstrip(".").lower()
     description = _first_sentences(as_text(row.description))
-    # The description often names the model; keep the request about the task, not the answer.
-    for name in {row.api_name, row.api_name.split("/")[-1]}:
+    # The description often names the model; keep the request about the task, not the answer. The full id goes
+    # first: replacing its short name first would leave "org/the model" (and a set's order varies by process).
+    for name in dict.fromkeys((row.api_name, row.api_name.split("/")[-1])):
         description = description.replace(name, "the model")
     template = _stable_choice(row.api_name + row.api_call, _TEMPLATES)
     return " ".join(template.format(task=task, domain=row.domain, domain_lower=row.domain.lower(),
