@@ -89,8 +89,9 @@ def test_a_model_that_will_not_load_names_the_config_key_that_chose_it(tmp_path:
     """`rl.policy` (or `reward.base`, `feedback.policy`) pointing at an empty directory: the error says which key
     to fix, whether the tokenizer or the weights fail."""
     from apirl.models.load import load_model, load_tokenizer, resolve_or_sft
+    from apirl.rundir import RunLayout
 
-    source = resolve_or_sft(str(tmp_path), tmp_path, "", "rl.policy")
+    source = resolve_or_sft(str(tmp_path), RunLayout(tmp_path), "", "rl.policy")
     for load in (load_tokenizer, load_model):
         with pytest.raises(InputError, match=r"\[rl\.policy\]") as info:
             load(source)

@@ -80,3 +80,26 @@ def check_writable(path: str | Path, *, what: str = "output file") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise InputError(f"{what} is not writable", path=path)
     return path
+
+
+def rows_written_under(rows_path: Path, meta_path: Path, fingerprint: dict[str, Any], key: str
+                       ) -> dict[str, dict[str, Any]]:
+    """The rows of a resumable JSONL (complete or partial) by their `key`, when `meta_path` holds this
+    fingerprint; {} when it holds another (other settings start over) or either file is missing. A last line cut
+    short by a kill is dropped: it is generated again."""
+    if not (rows_path.is_file() and meta_path.is_file()):
+        return {}
+    try:
+        if json.loads(meta_path.read_text(encoding="utf-8")) != fingerprint:
+            return {}
+    except json.JSONDecodeError:
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
+    with rows_path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            rows[row[key]] = row
+    return rows

@@ -94,6 +94,20 @@ def read_examples(layout: RunLayout, split: str) -> list[Example]:
     return examples
 
 
+def read_prompts(layout: RunLayout, split: str) -> list[dict[str, str]]:
+    """A split's prompts ({example_id, prompt}) as the data stage wrote them, in file order: what feedback
+    sampling and the RL recipes read."""
+    path = _stage_file(layout, f"{split}.jsonl")
+    rows = []
+    for line, raw in iter_jsonl(path, what="data-stage examples"):
+        for field in ("example_id", "prompt"):
+            if not isinstance(raw.get(field), str):
+                raise InputError(f"expected a string, got {type(raw.get(field)).__name__}", path=path, line=line,
+                                 field=field)
+        rows.append({"example_id": raw["example_id"], "prompt": raw["prompt"]})
+    return rows
+
+
 def read_catalog(layout: RunLayout) -> ApiDatabase:
     """The API database the data stage copied into the run."""
     return load_api_database(_stage_file(layout, CATALOG))

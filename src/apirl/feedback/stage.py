@@ -38,8 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from apirl.data.apidb import ApiDatabase
-from apirl.data.stage import read_catalog, read_hub_evidence
-from apirl.errors import InputError
+from apirl.data.stage import read_catalog, read_hub_evidence, read_prompts
 from apirl.execution.config import ExecConfig
 from apirl.execution.executor import ExecVerdict, runnable_code
 from apirl.feedback.cache import JudgmentCache
@@ -47,7 +46,7 @@ from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
 from apirl.feedback.types import Answer, Sample, label, score
-from apirl.jsonl import iter_jsonl, json_line, write_jsonl
+from apirl.jsonl import iter_jsonl, json_line, rows_written_under, write_jsonl
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.models.generation import generate_batches, request_of
 from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
@@ -70,9 +69,9 @@ def _progress(console: Console) -> Progress:
                     TimeRemainingColumn(), console=console, transient=False)
 
 
-def policy_source(feedback: FeedbackConfig, model: ModelConfig, layout: RunLayout) -> ModelSource:
+def sampling_policy(feedback: FeedbackConfig, model: ModelConfig, layout: RunLayout) -> ModelSource:
     """The policy to sample from: `feedback.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(feedback.policy, layout.root, model.cache_dir, "feedback.policy")
+    return resolve_or_sft(feedback.policy, layout, model.cache_dir, "feedback.policy")
 
 
 def policy_weights(source: ModelSource) -> list[Path]:
@@ -80,20 +79,12 @@ def policy_weights(source: ModelSource) -> list[Path]:
     return weight_files(source.location) if source.local else []
 
 
-def load_prompts(path: Path, limit: int, seed: int) -> list[dict[str, str]]:
-    """The train prompts ({example_id, prompt}) of a data-stage file, in file order; `limit` > 0 keeps a
-    seeded random subset (still in file order)."""
-    rows = []
-    for line, raw in iter_jsonl(path, what="data-stage examples"):
-        for field in ("example_id", "prompt"):
-            if not isinstance(raw.get(field), str):
-                raise InputError(f"expected a string, got {type(raw.get(field)).__name__}", path=path, line=line,
-                                 field=field)
-        rows.append({"example_id": raw["example_id"], "prompt": raw["prompt"]})
-    if limit and limit < len(rows):
-        keep = set(random.Random(f"apirl-feedback-subset:{seed}").sample(range(len(rows)), limit))
-        rows = [row for index, row in enumerate(rows) if index in keep]
-    return rows
+def prompt_subset(prompts: list[dict[str, str]], limit: int, seed: int) -> list[dict[str, str]]:
+    """`limit` > 0 keeps a seeded random subset of the prompts, still in file order."""
+    if limit and limit < len(prompts):
+        keep = set(random.Random(f"apirl-feedback-subset:{seed}").sample(range(len(prompts)), limit))
+        prompts = [row for index, row in enumerate(prompts) if index in keep]
+    return prompts
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -114,27 +105,6 @@ def _sampling_fingerprint(fb: FeedbackConfig, model: ModelConfig, seed: int, sou
             "prompts_sha256": digest.hexdigest()}
 
 
-def _read_matching(rows_path: Path, meta_path: Path, fingerprint: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Rows of a samples file (complete or partial) written under this fingerprint, by sample id; {} when
-    the fingerprint differs. A last line cut short by a kill is dropped (it is generated again)."""
-    if not (rows_path.is_file() and meta_path.is_file()):
-        return {}
-    try:
-        if json.loads(meta_path.read_text(encoding="utf-8")) != fingerprint:
-            return {}
-    except json.JSONDecodeError:
-        return {}
-    rows: dict[str, dict[str, Any]] = {}
-    with rows_path.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            rows[row["sample_id"]] = row
-    return rows
-
-
 def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source: ModelSource,
                        prompts: list[dict[str, str]], stage_dir: Path, console: Console
                        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -144,10 +114,10 @@ def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source
     partial, partial_meta = stage_dir / (SAMPLES + ".partial"), stage_dir / (SAMPLES + ".partial.meta.json")
     fingerprint = _sampling_fingerprint(fb, model, seed, source, prompts)
     wanted = [(prompt, k) for prompt in prompts for k in range(fb.samples_per_prompt)]
-    done = _read_matching(out, meta, fingerprint)
+    done = rows_written_under(out, meta, fingerprint, "sample_id")
     finished = len(done) == len(wanted)
     if not finished:
-        done = _read_matching(partial, partial_meta, fingerprint)
+        done = rows_written_under(partial, partial_meta, fingerprint, "sample_id")
     if not done:
         partial.unlink(missing_ok=True)
     todo = [(prompt, k) for prompt, k in wanted if f"{prompt['example_id']}:{k}" not in done]
@@ -295,8 +265,8 @@ def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig
                    stage_dir: Path, console: Console) -> dict[str, Any]:
     """Sample, judge and write the stage's files; returns the summary (also `summary.json`)."""
     started = time.perf_counter()
-    source = policy_source(fb, model, layout)
-    prompts = load_prompts(layout.split("train"), fb.prompts_limit, seed)
+    source = sampling_policy(fb, model, layout)
+    prompts = prompt_subset(read_prompts(layout, "train"), fb.prompts_limit, seed)
     sample_rows, generation = sample_completions(fb, model, seed, source, prompts, stage_dir, console)
     samples = [Sample(row["sample_id"], request_of(row["prompt"]), row["completion"]) for row in sample_rows]
 
@@ -338,7 +308,7 @@ def run_feedback(feedback: FeedbackConfig, model: ModelConfig, execution: ExecCo
     """The feedback stage (`apirl feedback`): samples and judges unless an identical run finished (`force` redoes
     it; the samples and the cached judgments are reused all the same). Reads the data stage's train split."""
     console = console or Console(stderr=True)
-    source = policy_source(feedback, model, layout)
+    source = sampling_policy(feedback, model, layout)
     inputs = [layout.split("train"), layout.stage("data") / "api.jsonl", *policy_weights(source)]
     stage_config = {"feedback": feedback.model_dump(mode="json", exclude=_CALIBRATE_FIELDS),
                     "policy": source.spec, "dtype": model.dtype, **judge_settings(feedback)}

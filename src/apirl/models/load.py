@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
+from apirl.rundir import RunLayout
 
 SMOLLM2 = "smollm2-135m"
 TINY_RANDOM = "tiny-random"
@@ -238,11 +239,11 @@ def _load_error(source: ModelSource, exc: Exception) -> InputError:
                       field=source.field)
 
 
-def resolve_or_sft(spec: str, run_dir: Path, cache_dir: str, field: str) -> ModelSource:
-    """The model a later stage starts from: `spec` when set, else M_SFT in `<run_dir>/sft/model`. `field` is the
-    config key that names it, for the error when neither exists."""
+def resolve_or_sft(spec: str, layout: RunLayout, cache_dir: str, field: str) -> ModelSource:
+    """The model a later stage starts from: `spec` when set, else M_SFT of the run (`layout.model("sft")`).
+    `field` is the config key that names it, for the error when neither exists."""
     if not spec:
-        model_dir = run_dir / "sft" / "model"
+        model_dir = layout.model("sft")
         if not model_dir.is_dir():
             raise InputError(f"no M_SFT at {model_dir}: run `apirl sft` first, or name a model with "
                              f"--set {field}=<model spec>", field=field)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from apirl.config_base import StrictModel
+from apirl.data.stage import read_prompts
 from apirl.errors import InputError
 from apirl.execution.config import ExecConfig
-from apirl.jsonl import iter_jsonl
 from apirl.models.config import ModelConfig
 from apirl.models.load import ModelSource, load_model, load_tokenizer, resolve_or_sft
 from apirl.rundir import RunLayout, StageResult, weight_files
@@ -45,7 +45,7 @@ class RlRun:
 
 def policy_source(run: RlRun) -> ModelSource:
     """`rl.policy`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(run.rl.policy, run.layout.root, run.model.cache_dir, "rl.policy")
+    return resolve_or_sft(run.rl.policy, run.layout, run.model.cache_dir, "rl.policy")
 
 
 def load_policy(run: RlRun, device: str | None = None) -> tuple[Any, Any, ModelSource]:
@@ -56,16 +56,11 @@ def load_policy(run: RlRun, device: str | None = None) -> tuple[Any, Any, ModelS
     return load_model(source, "float32", device), tokenizer, source
 
 
-def load_prompts(path: Path) -> list[str]:
-    """The plain-format prompts of a data-stage split."""
-    prompts = []
-    for line, raw in iter_jsonl(path, what="data-stage examples"):
-        prompt = raw.get("prompt")
-        if not isinstance(prompt, str):
-            raise InputError("expected a string", path=path, line=line, field="prompt")
-        prompts.append(prompt)
+def train_prompts(layout: RunLayout) -> list[str]:
+    """The plain-format prompts of the data stage's train split."""
+    prompts = [row["prompt"] for row in read_prompts(layout, "train")]
     if len(prompts) < 2:
-        raise InputError(f"RL needs at least 2 prompts, found {len(prompts)}", path=path)
+        raise InputError(f"RL needs at least 2 prompts, found {len(prompts)}", path=layout.split("train"))
     return prompts
 
 

@@ -35,11 +35,11 @@ from apirl.train.checkpoints import (
 from apirl.train.common import (
     RlRun,
     load_policy,
-    load_prompts,
     online_inputs,
     progress_summary,
     reward_summary,
     run_rl_stage,
+    train_prompts,
 )
 from apirl.train.config import GroupFields, GrpoConfig, RlooConfig, lora_config
 from apirl.train.rewards import reward_terms, trl_reward_funcs
@@ -91,7 +91,7 @@ def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool
     from apirl.models.load import default_device
 
     algorithm = run.algorithm
-    prompts = load_prompts(run.layout.split("train"))
+    prompts = train_prompts(run.layout)
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
     policy, tokenizer, source = load_policy(run)  # left padding, as TRL requires for sampling

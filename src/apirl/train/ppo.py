@@ -67,12 +67,12 @@ from apirl.train.checkpoints import (
 from apirl.train.common import (
     RlRun,
     load_policy,
-    load_prompts,
     online_inputs,
     policy_source,
     progress_summary,
     reward_summary,
     run_rl_stage,
+    train_prompts,
 )
 from apirl.train.config import PpoConfig, lora_config
 from apirl.train.rewards import combine, reward_terms
@@ -343,7 +343,7 @@ def train_ppo(ppo: PpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
     from apirl.models.load import default_device
 
     device = default_device()
-    prompts = load_prompts(run.layout.split("train"))
+    prompts = train_prompts(run.layout)
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
     torch.manual_seed(run.seed)

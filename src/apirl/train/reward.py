@@ -283,7 +283,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def base_source(reward: RewardModelConfig, model: ModelConfig, layout: RunLayout) -> ModelSource:
     """The model the reward model starts from: `reward.base`, else M_SFT in `runs/<name>/sft/model`."""
-    return resolve_or_sft(reward.base, layout.root, model.cache_dir, "reward.base")
+    return resolve_or_sft(reward.base, layout, model.cache_dir, "reward.base")
 
 
 def load_base(source: ModelSource, seed: int) -> tuple[Any, Any, list[str]]:
