@@ -35,29 +35,33 @@ def lora_config(table: LoraFields, task_type: str = "CAUSAL_LM") -> Any:
                       target_modules=table.lora_target_modules, task_type=task_type)
 
 
-class TrainerFields(StrictModel):
-    """The optimizer and checkpoint keys of the stages run by a Hugging Face Trainer (SFT, reward model, DPO).
-
-    One optimizer step sees `batch_size * gradient_accumulation_steps` examples; `max_steps` > 0 overrides
-    `epochs`. `precision = "auto"` is bf16 autocast on a GPU that supports it, fp32 otherwise.
-    """
+class HfTrainerFields(StrictModel):
+    """The optimizer, logging and checkpoint keys of every stage run by a Hugging Face (TRL) Trainer: SFT, the
+    reward model, DPO, GRPO, RLOO. `precision = "auto"` is bf16 autocast on a GPU that supports it, fp32
+    otherwise; checkpoints every `save_steps` optimizer steps, the last `save_total_limit` kept."""
 
     learning_rate: float = Field(5e-5, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
-    batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(512, ge=16)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(5, ge=1)
-    eval_steps: int = Field(50, ge=1)
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     gradient_checkpointing: bool = False
+
+
+class TrainerFields(HfTrainerFields):
+    """The keys of the stages that train on a fixed dataset (SFT, reward model, DPO): one optimizer step sees
+    `batch_size * gradient_accumulation_steps` examples; `max_steps` > 0 overrides `epochs`."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(512, ge=16)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_steps: int = Field(50, ge=1)
 
     @model_validator(mode="after")
     def _check_steps(self) -> TrainerFields:
@@ -174,7 +178,7 @@ class PpoConfig(StrictModel):
         return self
 
 
-class GroupFields(StrictModel):
+class GroupFields(HfTrainerFields):
     """What GRPO and RLOO share (TRL's trainers; `[grpo]` and `[rloo]`): per optimizer step, `prompts_per_step`
     train prompts, `num_generations` sampled completions each (the group whose mean is the baseline), at most
     `max_completion_length` new tokens. `beta` is the KL coefficient against the reference (0: no reference
@@ -184,23 +188,18 @@ class GroupFields(StrictModel):
     steps: int = Field(50, ge=1)
     prompts_per_step: int = Field(4, ge=1)
     num_generations: int = Field(4, ge=2)
-    gradient_accumulation_steps: int = Field(1, ge=1)
     max_completion_length: int = Field(256, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     learning_rate: float = Field(1e-6, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "constant"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
     beta: float = Field(0.04, ge=0)
     epsilon: float = Field(0.2, gt=0, lt=1)
     num_iterations: int = Field(1, ge=1)
     mask_truncated_completions: bool = False
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(10, ge=1)
-    save_total_limit: int = Field(2, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    gradient_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _check_batch(self) -> GroupFields:
