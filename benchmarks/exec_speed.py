@@ -16,6 +16,7 @@ import time
 from apirl.code_facts import model_ids_in_code
 from apirl.config import load_config
 from apirl.data.dataset import load_gorilla
+from apirl.data.splits import scored_question_ids
 from apirl.data.stage import hub_evidence
 from apirl.execution.executor import Executor, summarize
 from apirl.execution.offline_hub import OfflineHub
@@ -32,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(overrides=[f'eval.split="{args.split}"', f'execution.hub_dir="{args.hub_dir}"'])
     data = load_gorilla(cfg.data)
-    codes, domains = gold_codes(cfg, data)
+    codes, domains = gold_codes(scored_question_ids(args.split, cfg.data.split_dir, data.question_ids), data)
     hub = OfflineHub(hub_dir(cfg.execution), data.api_db, hub_evidence(data))
     started = time.perf_counter()
     built = []

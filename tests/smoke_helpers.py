@@ -64,7 +64,7 @@ def stage_reward(config: Any, **kwargs: Any) -> Any:
 
 def stage_rl(config: Any, algorithm: str | None = None, **kwargs: Any) -> Any:
     from apirl.data.stage import prepare_data
-    from apirl.train.rl import run_rl
+    from apirl.pipeline.run import rl_stage
 
     prepare_data(config.data, config.layout, config.seed)
-    return run_rl(config, algorithm, **kwargs)
+    return rl_stage(config, algorithm, **kwargs)

@@ -108,7 +108,21 @@ def test_run_layout_names_every_path_under_the_run(tmp_path):
     assert layout.model("ppo") == tmp_path / "ppo" / "model" and layout.log("sft") == tmp_path / "sft" / "log.jsonl"
     assert layout.responses("base-chat") == tmp_path / "generate" / "base-chat" / "responses.jsonl"
     assert layout.eval_details("Gorilla-7B FT 0_shot") == tmp_path / "eval" / "details" / "Gorilla-7B_FT_0_shot.jsonl"
-    assert layout.calibration("tools") == tmp_path / "calibration" / "calibration-tools.json"
+    assert layout.calibration("tools") == tmp_path / "calibration" / "tools" / "calibration.json"
+    assert layout.catalog == tmp_path / "data" / "api.jsonl" and layout.pairs == tmp_path / "feedback" / "pairs.jsonl"
+
+
+def test_a_missing_input_names_the_command_that_writes_it(tmp_path):
+    from apirl.errors import InputError
+
+    layout = RunLayout(tmp_path / "run")
+    with pytest.raises(InputError, match="run `apirl data prepare` first") as caught:
+        run_stage(layout.stage("sft"), config={}, seed=0, inputs=[layout.split("train")],
+                  work=lambda directory, fingerprint: StageOutput([], {}))
+    assert "train.jsonl" in str(caught.value)
+    with pytest.raises(InputError, match="run `apirl feedback` first"):
+        run_stage(layout.stage("reward"), config={}, seed=0, inputs=[layout.pairs],
+                  work=lambda directory, fingerprint: StageOutput([], {}))
 
 
 def test_weight_files_are_every_shard(tmp_path):

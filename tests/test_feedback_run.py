@@ -450,7 +450,7 @@ def test_smoke_feedback_stage_then_hybrid_resumes_after_a_killed_server_then_cal
     assert report["auc"] is not None and report["auc"] > 0.5
     assert report["per_question"]["task"]["abstain_rate"] == 1.0
     assert report["judgments_made"] == report["judgments"] and report["seconds_per_1000_judgments"] > 0
-    assert json.loads((stage.parent / "calibration" / "calibration-tools.json").read_text())["auc"] == report["auc"]
+    assert json.loads((stage.parent / "calibration" / "tools" / "calibration.json").read_text())["auc"] == report["auc"]
 
 
 def test_calibration_with_execution_answers_logic_and_reuses_its_verdicts(
@@ -463,8 +463,8 @@ def test_calibration_with_execution_answers_logic_and_reuses_its_verdicts(
     report = invoke(args)
     stage = runs / "smoke" / "feedback"
     assert report["judge"] == "tools-exec" and report["execute"] is True
-    executions = [json.loads(line)
-                  for line in (stage.parent / "calibration" / "executions-val.jsonl").read_text().splitlines()]
+    executions_file = stage.parent / "calibration" / "tools-exec" / "executions-val.jsonl"
+    executions = [json.loads(line) for line in executions_file.read_text().splitlines()]
     assert len(executions) == report["positives"] + report["negatives"]
     assert report["per_question"]["logic"]["abstain_rate"] < 1.0
     statuses = {row["verdict"]["status"] for row in executions}

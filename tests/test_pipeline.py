@@ -75,7 +75,7 @@ def test_smoke_pipeline_runs_skips_and_resumes_after_a_failure(real_data_dir: Pa
     report = (run_dir / "report.md").read_text()
     assert "base-chat" in report and "ppo" in report and (run_dir / "report.html").is_file()
     assert "| ppo | sft | 8 |" in report and "| ppo | Gorilla-7B FT 0_shot | 8 |" in report
-    calibration = json.loads((run_dir / "calibration" / "calibration-tools.json").read_text())
+    calibration = json.loads((run_dir / "calibration" / "tools" / "calibration.json").read_text())
     assert (calibration["limit"], calibration["examples"]) == (5, 5) and "Judge calibration: not run" not in report
 
     again = run_pipeline(config, until_stage="eval")

@@ -21,11 +21,11 @@ def test_logprobs_line_up_with_a_manual_forward_pass() -> None:
     import torch
 
     from apirl.config import load_config
+    from apirl.train.common import RlRun
     from apirl.train.ppo import encode_prompts, forward_response, load_models, sample_responses
-    from apirl.train.rl import rl_run
 
     config = load_config(Path(__file__).parents[1] / "configs" / "smoke.toml", [])
-    models = load_models(rl_run(config, "ppo"), "cpu")
+    models = load_models(RlRun("ppo", config.rl, config.model, config.execution, config.layout, 0), "cpu")
     prompts = ["###Instruction: classify a review\n###Output:", "###Instruction: hi\n###Output:"]
     prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, 64, "cpu")
     assert prompt_mask[1, 0] == 0  # the short prompt is left-padded
@@ -55,11 +55,11 @@ def test_a_response_that_ends_early_is_padded_and_masked_after_its_eos() -> None
     import torch
 
     from apirl.config import load_config
+    from apirl.train.common import RlRun
     from apirl.train.ppo import encode_prompts, load_models, sample_responses
-    from apirl.train.rl import rl_run
 
     config = load_config(Path(__file__).parents[1] / "configs" / "smoke.toml", [])
-    models = load_models(rl_run(config, "ppo"), "cpu")
+    models = load_models(RlRun("ppo", config.rl, config.model, config.execution, config.layout, 0), "cpu")
     prompts = ["###Instruction: classify a review\n###Output:", "###Instruction: hi\n###Output:"]
     prompt_ids, prompt_mask = encode_prompts(models.tokenizer, prompts, 64, "cpu")
     pad = models.tokenizer.pad_token_id

@@ -80,11 +80,11 @@ def run_dir(tmp_path: Path) -> Path:
     _write(run / "sft" / "manifest.json", _manifest("sft", 1555.25, 13151.9))
     _write(run / "feedback" / "summary.json", {"judge": "tools", "label_rate": 0.375, "mean_score": 4.5,
                                                "pairs": 12, "seconds_per_1000_judgments": 1.2})
-    _write(run / "calibration" / "calibration-tools.json", {
+    _write(run / "calibration" / "tools" / "calibration.json", {
         "judge": "tools", "split": "val", "examples": 20, "auc": 0.8399, "seconds_per_1000_judgments": 1.155,
         "per_question": {"imports": {"auc": 0.74, "abstain_rate": 0.28}},
         "per_kind": {"syntax_error": {"n": 20, "auc": 1.0}, "unknown_kwarg": {"n": 20, "auc": 0.6362}}})
-    _write(run / "calibration" / "calibration-local.json", {
+    _write(run / "calibration" / "local" / "calibration.json", {
         "judge": "local", "split": "val", "examples": 20, "auc": 0.5157, "seconds_per_1000_judgments": None,
         "per_kind": {"syntax_error": {"n": 20, "auc": 0.5025}}})
     _write(run / "reward" / "summary.json", {

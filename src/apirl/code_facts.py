@@ -38,6 +38,8 @@ CLASS_LOADERS = frozenset({"from_pretrained", "from_hparams", "load_from_hub", "
 FUNCTION_LOADERS = frozenset({"pipeline", "SentenceTransformer", "CrossEncoder", "hf_hub_download",
                               "snapshot_download", "hf_hub_url", "load_from_hub"})
 DATASET_LOADERS = frozenset({"load_dataset", "load_from_disk"})  # 'org/name' there is a dataset, not an API
+# Downloads of a repository's files: a snippet's download fits a database row's download whatever the function.
+HUB_DOWNLOADERS = frozenset({"hf_hub_download", "snapshot_download", "hf_hub_url", "cached_download"})
 MODEL_KEYWORDS = ("model", "repo_id", "pretrained_model_name_or_path", "model_name_or_path", "model_id", "source",
                   "model_name")
 # `pipeline('task', ...)` or `pipeline(task='task', ...)`; two database rows write the task without quotes

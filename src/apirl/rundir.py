@@ -31,7 +31,10 @@ from apirl.errors import InputError
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 _TRACKED_PACKAGES = ("apirl", "torch", "transformers", "trl", "peft", "accelerate", "tree-sitter",
-                     "tree-sitter-python", "codebleu", "rouge-score", "numpy", "pydantic")
+                     "tree-sitter-python", "codebleu", "rouge-score", "numpy", "scipy", "scikit-learn", "pydantic")
+# The command that writes each stage's files: what a missing input tells the user to run first.
+_WRITTEN_BY = {"data": "apirl data prepare", "sft": "apirl sft", "feedback": "apirl feedback",
+               "reward": "apirl reward", "generate": "apirl generate"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,17 @@ class RunLayout:
         """The data stage's examples of a split (train, val, test)."""
         return self.root / "data" / f"{name}.jsonl"
 
-    # training stages (sft, reward, ppo, grpo, rloo, dpo)
+    @property
+    def catalog(self) -> Path:
+        """The API database as the data stage copied it."""
+        return self.root / "data" / "api.jsonl"
+
+    @property
+    def hub_evidence(self) -> Path:
+        """Per model id, the eval answers' code that loads it: the offline hub's evidence."""
+        return self.root / "data" / "hub_evidence.json"
+
+    # training stages (sft, reward, ppo, grpo, rloo, dpo); their checkpoints/ and tensorboard/ are the recipes'
     def model(self, stage: str) -> Path:
         return self.root / stage / "model"
 
@@ -62,21 +75,38 @@ class RunLayout:
     def summary(self, stage: str) -> Path:
         return self.root / stage / SUMMARY
 
-    def checkpoints(self, stage: str) -> Path:
-        return self.root / stage / "checkpoints"
-
     # feedback and calibration
     def feedback(self, name: str) -> Path:
-        """A file of the feedback stage: samples.jsonl, feedback.jsonl, pairs.jsonl, executions.jsonl,
-        judgments.sqlite (the judges' cache, shared with calibration)."""
+        """A file of the feedback stage: samples.jsonl, executions.jsonl, judgments.sqlite (the judges' cache,
+        shared with calibration), summary.json."""
         return self.root / "feedback" / name
 
+    @property
+    def feedback_rows(self) -> Path:
+        """Per sample its answers, score and label: what the classifier reward model trains on."""
+        return self.root / "feedback" / "feedback.jsonl"
+
+    @property
+    def pairs(self) -> Path:
+        """Per prompt a higher- and a lower-scored completion: what DPO and the pairwise reward model read."""
+        return self.root / "feedback" / "pairs.jsonl"
+
     def calibration(self, judge: str) -> Path:
-        return self.root / "calibration" / f"calibration-{judge}.json"
+        """A judge's calibration report; each judge label is a stage of its own (`calibration/<judge>/`), so
+        calibrating another judge keeps this one's report and manifest."""
+        return self.root / "calibration" / judge / "calibration.json"
+
+    def calibrations(self) -> list[Path]:
+        """Every judge's calibration report in the run, by judge label."""
+        return sorted(self.root.glob("calibration/*/calibration.json"))
 
     # generation and evaluation
     def responses(self, label: str) -> Path:
         return self.root / "generate" / label / "responses.jsonl"
+
+    def labels(self) -> list[str]:
+        """The labels of every model whose responses the run holds."""
+        return sorted(path.parent.name for path in self.root.glob("generate/*/responses.jsonl"))
 
     def eval_summary(self, label: str) -> Path:
         return self.root / "eval" / f"{label}.json"
@@ -156,9 +186,11 @@ def peak_memory_mb() -> float:
 def fingerprint(config: dict[str, Any], seed: int, inputs: Iterable[str | Path]) -> dict[str, Any]:
     """What decides a stage's result: its config, its seed and the content of its input files."""
     paths = sorted(map(str, inputs))
-    missing = [path for path in paths if not Path(path).is_file()]
+    missing = [Path(path) for path in paths if not Path(path).is_file()]
     if missing:
-        raise InputError("an input of this stage is missing: run the stage that writes it first", path=missing[0])
+        stage = next((part for part in reversed(missing[0].parts[:-1]) if part in _WRITTEN_BY), None)
+        first = f"`{_WRITTEN_BY[stage]}`" if stage else "the stage that writes it"
+        raise InputError(f"an input of this stage is missing: run {first} first", path=missing[0])
     return {
         "config": json.loads(json.dumps(config, default=str)),
         "seed": seed,

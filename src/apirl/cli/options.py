@@ -16,6 +16,7 @@ from rich.markup import escape
 from apirl.config import RunConfig, load_config
 from apirl.errors import InputError
 from apirl.jsonl import check_writable
+from apirl.rundir import SUMMARY
 
 # No rich markup in help texts: they name config tables in brackets (`[rl]`), which markup would swallow.
 PLAIN_HELP = {"no_args_is_help": True, "rich_markup_mode": None}
@@ -83,7 +84,7 @@ def stage_summary(result: Any) -> dict[str, Any]:
     else {}."""
     if result.summary is not None:
         return result.summary
-    path = result.stage_dir / "summary.json"
+    path = result.stage_dir / SUMMARY
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 

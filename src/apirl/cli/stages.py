@@ -53,6 +53,8 @@ def data_prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None,
 def eval_run_cmd(
     labels: Annotated[list[str] | None, typer.Option("--label", help="A model's responses in the run "
                                                      "(generate/<label>/); default: every one there.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Score the first N questions of the split (0: all); "
+                                                   "default: generate.limit, what the run generates.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Score again even if up to date.")] = False,
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -62,11 +64,11 @@ def eval_run_cmd(
     from apirl.evaluate.tables import results_table
 
     cfg = run_config(config, set_)
-    found = sorted(path.parent.name for path in (cfg.layout.root / "generate").glob("*/responses.jsonl"))
-    chosen = labels or found
+    chosen = labels or cfg.layout.labels()
     if not chosen:
         raise InputError("no responses in the run: run `apirl generate` first", path=cfg.layout.root / "generate")
-    result = run_eval(cfg.eval, cfg.execution, cfg.data, cfg.layout, cfg.seed, chosen, limit=cfg.generate.limit,
+    result = run_eval(cfg.eval, cfg.execution, cfg.data, cfg.layout, cfg.seed, chosen,
+                      limit=cfg.generate.limit if limit is None else limit,
                       gorilla_exec=cfg.pipeline.gorilla_exec, force=force)
     summaries = result.summary or {}
     if as_json:
@@ -106,10 +108,10 @@ def generate_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         check_writable(out, what="responses file")
     prepare_data_stage(cfg)
-    result = run_generate(cfg.generate, cfg.model, cfg.layout, cfg.seed,
-                          label or default_label(cfg.model.name, cfg.layout), force=force, console=err_console)
+    label = label or default_label(cfg.model.name, cfg.layout)
+    result = run_generate(cfg.generate, cfg.model, cfg.layout, cfg.seed, label, force=force, console=err_console)
     summary = result.summary or {}
-    responses = Path(summary.get("file") or result.stage_dir / "responses.jsonl")
+    responses = cfg.layout.responses(label)
     if out is not None:
         shutil.copyfile(responses, out)
     if as_json:
@@ -188,12 +190,12 @@ def rl_cmd(
 ) -> None:
     """RL fine-tuning of the policy: `rl.algorithm` = ppo, grpo, rloo (against the reward of [rl]) or dpo (on the
     feedback's preference pairs). The policy lands in runs/<name>/<algorithm>/model, the log in log.jsonl beside."""
-    from apirl.train.rl import run_rl
+    from apirl.pipeline.run import rl_stage
 
     cfg = run_config(config, set_)
     prepare_data_stage(cfg)
     with redirect_stdout(sys.stderr):
-        result = run_rl(cfg, resume=resume, force=force)
+        result = rl_stage(cfg, resume=resume, force=force)
     summary = stage_summary(result)
     if as_json:
         print_json({"stage_dir": str(result.stage_dir), "skipped": result.skipped, **summary})
@@ -306,7 +308,7 @@ def feedback_calibrate_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """AUC of a judge on the val split: gold answers (good) against their mutants (bad), per question and
-    mutant kind; writes runs/<name>/calibration/calibration-<judge>[-grounded][-exec].json."""
+    mutant kind; writes runs/<name>/calibration/<judge>[-grounded][-exec]/calibration.json (a stage per judge)."""
     from apirl.feedback.calibrate import print_calibration, run_calibration
 
     overrides = list(set_ or [])

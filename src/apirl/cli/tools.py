@@ -175,6 +175,15 @@ def _exec_config(config: Path | None, set_: list[str] | None, split: str | None,
     return run_config(config, overrides)
 
 
+def _exec_questions(cfg: RunConfig) -> tuple[list[int], Any]:
+    """(the questions `[eval]` scores: its split and limit, the Gorilla data) for `apirl exec`."""
+    from apirl.data.dataset import load_gorilla
+    from apirl.data.splits import scored_question_ids
+
+    data = load_gorilla(cfg.data)
+    return scored_question_ids(cfg.eval.split, cfg.data.split_dir, data.question_ids, cfg.eval.limit), data
+
+
 def _print_exec(summary: dict[str, Any], title: str) -> None:
     print(f"{title}: {summary['ok']}/{summary['n']} run = executability {100 * summary['executability']:.1f}% "
           f"({summary['mode']} mode, split {summary['split']}); over the {summary['supported']} snippets the "
@@ -200,13 +209,12 @@ def exec_check_cmd(
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Executability of a responses file: how many code sections run to their last line."""
-    from apirl.data.dataset import load_gorilla
-    from apirl.execution.stage import check_responses, question_ids
+    from apirl.execution.stage import check_responses
 
     cfg = _exec_config(config, set_, split, mode, workers)
-    data = load_gorilla(cfg.data)
-    summary, verdicts = check_responses(file, question_ids(cfg, data), data, cfg.execution)[cfg.execution.mode]
-    summary = {**summary, "split": cfg.eval.split}
+    ids, data = _exec_questions(cfg)
+    summary, verdicts = check_responses(file, ids, data, cfg.execution)[cfg.execution.mode]
+    summary = {"split": cfg.eval.split, **summary}
     _write_verdicts(details, verdicts)
     if as_json:
         print_json(summary)
@@ -225,7 +233,8 @@ def exec_gold_cmd(
     from apirl.execution.stage import check_gold
 
     cfg = _exec_config(config, set_, split, mode, workers)
-    summary, verdicts = check_gold(cfg)
+    summary, verdicts = check_gold(*_exec_questions(cfg), cfg.execution)
+    summary = {"split": cfg.eval.split, **summary}
     _write_verdicts(details, verdicts)
     if as_json:
         print_json(summary)
@@ -245,7 +254,8 @@ def exec_mutants_cmd(
     from apirl.execution.stage import check_mutants
 
     cfg = _exec_config(config, set_, split, mode, workers)
-    summary, verdicts = check_mutants(cfg)
+    summary, verdicts = check_mutants(*_exec_questions(cfg), cfg.execution)
+    summary = {"split": cfg.eval.split, **summary}
     _write_verdicts(details, verdicts)
     if as_json:
         print_json(summary)

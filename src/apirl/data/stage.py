@@ -29,8 +29,6 @@ from apirl.jsonl import iter_jsonl, write_jsonl
 from apirl.rundir import RunLayout, StageOutput, StageResult, run_stage
 
 STAGE = "data"
-CATALOG = "api.jsonl"
-HUB_EVIDENCE = "hub_evidence.json"
 STATS = "stats.json"
 
 
@@ -65,18 +63,17 @@ def prepare_data(table: DataConfig, layout: RunLayout, seed: int, *, force: bool
         data = load_gorilla(table)
         splits = build_examples(data, table)
         outputs = [write_jsonl(layout.split(name), (ex.to_json() for ex in splits[name])) for name in SPLITS]
-        shutil.copyfile(data.paths.api_db, stage_dir / CATALOG)
-        (stage_dir / HUB_EVIDENCE).write_text(json.dumps(hub_evidence(data), indent=1) + "\n", encoding="utf-8")
+        shutil.copyfile(data.paths.api_db, layout.catalog)
+        layout.hub_evidence.write_text(json.dumps(hub_evidence(data), indent=1) + "\n", encoding="utf-8")
         stats = data_stats(data, splits)
         (stage_dir / STATS).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        return StageOutput([*outputs, stage_dir / CATALOG, stage_dir / HUB_EVIDENCE, stage_dir / STATS], stats)
+        return StageOutput([*outputs, layout.catalog, layout.hub_evidence, stage_dir / STATS], stats)
 
     return run_stage(layout.stage(STAGE), config=table.model_dump(mode="json"), seed=seed,
                      inputs=data_inputs(table), work=work, force=force)
 
 
-def _stage_file(layout: RunLayout, name: str) -> Path:
-    path = layout.stage(STAGE) / name
+def _stage_file(path: Path) -> Path:
     if not path.is_file():
         raise InputError("the data stage has not written this file: run `apirl data prepare` first", path=path)
     return path
@@ -84,7 +81,7 @@ def _stage_file(layout: RunLayout, name: str) -> Path:
 
 def read_examples(layout: RunLayout, split: str) -> list[Example]:
     """A split's examples as the data stage wrote them."""
-    path = _stage_file(layout, f"{split}.jsonl")
+    path = _stage_file(layout.split(split))
     examples = []
     for line, raw in iter_jsonl(path, what="data-stage examples"):
         try:
@@ -97,7 +94,7 @@ def read_examples(layout: RunLayout, split: str) -> list[Example]:
 def read_prompts(layout: RunLayout, split: str) -> list[dict[str, str]]:
     """A split's prompts ({example_id, prompt}) as the data stage wrote them, in file order: what feedback
     sampling and the RL recipes read."""
-    path = _stage_file(layout, f"{split}.jsonl")
+    path = _stage_file(layout.split(split))
     rows = []
     for line, raw in iter_jsonl(path, what="data-stage examples"):
         for field in ("example_id", "prompt"):
@@ -110,11 +107,11 @@ def read_prompts(layout: RunLayout, split: str) -> list[dict[str, str]]:
 
 def read_catalog(layout: RunLayout) -> ApiDatabase:
     """The API database the data stage copied into the run."""
-    return load_api_database(_stage_file(layout, CATALOG))
+    return load_api_database(_stage_file(layout.catalog))
 
 
 def read_hub_evidence(layout: RunLayout) -> dict[str, list[str]]:
-    path = _stage_file(layout, HUB_EVIDENCE)
+    path = _stage_file(layout.hub_evidence)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

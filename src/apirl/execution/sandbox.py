@@ -95,7 +95,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -334,8 +334,3 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def result_dict(result: ExecResult) -> dict[str, Any]:
-    """ExecResult as a JSON-ready dict (for details files)."""
-    return asdict(result)

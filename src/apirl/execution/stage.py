@@ -1,8 +1,8 @@
 """Executability entry points: a responses file, the gold code, and the gold code's mutants, on a split.
 
-These are what `apirl exec check|gold|mutants` and `apirl eval responses --exec` call; each loads the data,
-opens one `Executor` (workers started once), shows progress, and returns a JSON-ready summary plus the
-per-snippet verdicts.
+These are what `apirl exec check|gold|mutants` and `apirl eval responses --exec` call: each is given the
+question ids, the Gorilla data and the `[execution]` table, opens one `Executor` (workers started once), shows
+progress, and returns a JSON-ready summary plus the per-snippet verdicts.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from apirl.config import RunConfig
 from apirl.data.apidb import ApiDatabase
-from apirl.data.dataset import GorillaData, load_gorilla
-from apirl.data.splits import scored_question_ids
+from apirl.data.dataset import GorillaData
 from apirl.data.stage import hub_evidence
 from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import select_responses
@@ -37,11 +35,6 @@ def hub_dir(execution: ExecConfig) -> Path:
     if os.environ.get("APIRL_HUB_DIR"):
         return Path(os.environ["APIRL_HUB_DIR"]).expanduser()
     return Path.home() / ".cache" / "apirl" / "offline-hub"
-
-
-def question_ids(config: RunConfig, data: GorillaData) -> list[int]:
-    """The questions `apirl exec` checks: those `[eval]` scores (its split and limit)."""
-    return scored_question_ids(config.eval.split, config.data.split_dir, data.question_ids, config.eval.limit)
 
 
 @contextmanager
@@ -85,43 +78,41 @@ def check_responses(path: str | Path, question_ids: list[int], data: GorillaData
     return results
 
 
-def gold_codes(config: RunConfig, data: GorillaData) -> tuple[dict[str, str], dict[str, str]]:
-    """The gold `<<<code>>>` of every question of the split that has one, and each question's domain."""
+def gold_codes(question_ids: list[int], data: GorillaData) -> tuple[dict[str, str], dict[str, str]]:
+    """The gold `<<<code>>>` of each question, and each question's domain."""
     codes, domains = {}, {}
-    for qid in question_ids(config, data):
+    for qid in question_ids:
         record = data.records[qid]
         codes[str(qid)] = runnable_code(record.output.code or "")
         domains[str(qid)] = record.gold_domain
     return codes, domains
 
 
-def check_gold(config: RunConfig, data: GorillaData | None = None, mode: str | None = None
+def check_gold(question_ids: list[int], data: GorillaData, execution: ExecConfig
                ) -> tuple[dict[str, Any], list[ExecVerdict]]:
-    data = data or load_gorilla(config.data)
-    mode = mode or config.execution.mode
-    codes, domains = gold_codes(config, data)
+    """The gold code of these questions, in `execution.mode`: the harness's ceiling."""
+    codes, domains = gold_codes(question_ids, data)
     started = time.perf_counter()
-    with open_executor(config.execution, data.api_db, hub_evidence(data)) as executor:
-        verdicts = run_checks(executor, codes, mode, "gold code")
-        return _report(verdicts, domains, executor, mode, started, split=config.eval.split), verdicts
+    with open_executor(execution, data.api_db, hub_evidence(data)) as executor:
+        verdicts = run_checks(executor, codes, execution.mode, "gold code")
+        return _report(verdicts, domains, executor, execution.mode, started), verdicts
 
 
-def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str | None = None
+def check_mutants(question_ids: list[int], data: GorillaData, execution: ExecConfig
                   ) -> tuple[dict[str, Any], list[ExecVerdict]]:
     """Run the gold code, then one mutant of each kind for every gold snippet that ran: the rate at which
     each kind is rejected (a mutant that still runs is a harness blind spot)."""
-    data = data or load_gorilla(config.data)
-    mode = mode or config.execution.mode
-    codes, _domains = gold_codes(config, data)
+    mode = execution.mode
+    codes, _domains = gold_codes(question_ids, data)
     known = data.api_db.model_ids
     started = time.perf_counter()
-    with open_executor(config.execution, data.api_db, hub_evidence(data)) as executor:
+    with open_executor(execution, data.api_db, hub_evidence(data)) as executor:
         gold = run_checks(executor, codes, mode, "gold code")
         mutant_codes, kinds, descriptions = {}, {}, {}
         for verdict in gold:
             if not verdict.ok:
                 continue
-            for mutant in make_mutants(codes[verdict.key], known_model_ids=known, seed=config.execution.mutant_seed):
+            for mutant in make_mutants(codes[verdict.key], known_model_ids=known, seed=execution.mutant_seed):
                 key = f"{verdict.key}:{mutant.kind}"
                 mutant_codes[key], kinds[key], descriptions[key] = mutant.code, mutant.kind, mutant.description
         verdicts = run_checks(executor, mutant_codes, mode, "mutants")
@@ -137,7 +128,7 @@ def check_mutants(config: RunConfig, data: GorillaData | None = None, mode: str 
                           "rejection_rate": rejected / len(mine) if mine else None,
                           "statuses": dict(sorted(statuses.items())),
                           "survivors": [f"{v.key}: {descriptions[v.key]}" for v in mine if v.ok][:20]}
-    summary = {"split": config.eval.split, "mode": mode, "gold_n": len(gold), "gold_ok": sum(v.ok for v in gold),
+    summary = {"mode": mode, "gold_n": len(gold), "gold_ok": sum(v.ok for v in gold),
                "mutants_n": len(verdicts), "per_kind": per_kind, **info,
                "seconds": round(time.perf_counter() - started, 1)}
     return summary, verdicts

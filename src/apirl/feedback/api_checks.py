@@ -18,6 +18,7 @@ from typing import Any
 from apirl.code_facts import (
     AUXILIARY_RE,
     CLASS_LOADERS,
+    HUB_DOWNLOADERS,
     ApiCall,
     api_calls,
     dotted_name,
@@ -30,9 +31,8 @@ from apirl.execution.installed import import_installed, lookup
 from apirl.execution.kwarg_audit import ignored_pipeline_kwargs
 from apirl.feedback.code_checks import Decision
 
-# Hub downloads: a snippet's download fits a row's download whatever the function.
-_DOWNLOADERS = frozenset({"hf_hub_download", "snapshot_download", "hf_hub_url", "cached_download"})
-_ROW_CLASS_RE = re.compile(r"\b([A-Z]\w*)\s*\.\s*(?:from_pretrained|from_hparams|load_from_hub|from_single_file)\b")
+# A database row's call as text (15 rows' calls do not parse): the classes it loads with, its callees.
+_ROW_CLASS_RE = re.compile(r"\b([A-Z]\w*)\s*\.\s*(?:" + "|".join(sorted(CLASS_LOADERS)) + r")\b")
 _ROW_CALLEE_RE = re.compile(r"\b([A-Za-z_][\w.]*)\s*\(")
 
 # --- api_exists ---------------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def fits_row(call: ApiCall, row: ApiRow) -> Decision:
         return Decision(None, f"the row's call {row.api_call!r} names no task or class")
     # Any other loader: the same call as the row's (`SequenceTagger.load`, `YOLO`), or both hub downloads.
     ok = any(_same_call(call, name) for name in row_api.callees) or (
-        call.callee in _DOWNLOADERS and any(name.rsplit(".", 1)[-1] in _DOWNLOADERS for name in row_api.callees))
+        call.callee in HUB_DOWNLOADERS and any(name.rsplit(".", 1)[-1] in HUB_DOWNLOADERS for name in row_api.callees))
     return Decision(ok, f"{call.loader} {'is' if ok else 'is not'} what the row's call uses")
 
 

@@ -106,9 +106,6 @@ def calibration_report(kinds: Sequence[str], answers: Sequence[Sequence[Answer]]
             "per_question": per_question, "per_kind": per_kind, **answer_stats(answers)}
 
 
-CALIBRATION_STAGE = "calibration"
-
-
 def calibrate(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout,
               console: Console | None = None) -> dict[str, Any]:
     """Judge the calibration split's gold answers (the data stage's) and their mutants with the feedback judge;
@@ -123,7 +120,7 @@ def calibrate(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfi
     items = calibration_samples(examples, api_db.model_ids, execution.mutant_seed)
     samples = [sample for sample, _kind in items]
     kinds = [kind for _sample, kind in items]
-    executions = layout.stage(CALIBRATION_STAGE) / f"executions-{fb.calibrate_split}.jsonl"
+    executions = layout.calibration(judge_label(fb)).with_name(f"executions-{fb.calibrate_split}.jsonl")
     verdicts = (execute_samples(execution, api_db, read_hub_evidence(layout), samples, executions)
                 if uses_execution(fb) else None)
     with JudgmentCache(layout.feedback(CACHE)) as cache:
@@ -152,7 +149,8 @@ def calibrate(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfi
 def run_calibration(feedback: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout,
                     seed: int, *, force: bool = False, console: Console | None = None
                     ) -> StageResult[dict[str, Any]]:
-    """The calibration stage (`apirl feedback calibrate`, `runs/<name>/calibration/`): skipped when its judge,
+    """The calibration stage of one judge (`apirl feedback calibrate`, `runs/<name>/calibration/<judge>/`): skipped
+    when its judge,
     examples, mutants and data are unchanged (judgments come from the feedback stage's cache either way)."""
     path = layout.calibration(judge_label(feedback))
 
@@ -161,9 +159,9 @@ def run_calibration(feedback: FeedbackConfig, model: ModelConfig, execution: Exe
 
     stage_config = {"feedback": feedback.model_dump(mode="json"), "execution": execution.model_dump(mode="json"),
                     **judge_settings(feedback)}
-    inputs = [layout.split(feedback.calibrate_split), layout.stage("data") / "api.jsonl"]
-    return run_stage(layout.stage(CALIBRATION_STAGE), config=stage_config, seed=seed, inputs=inputs, work=work,
-                     force=force)
+    inputs = [layout.split(feedback.calibrate_split), layout.catalog,
+              *([layout.hub_evidence] if uses_execution(feedback) else [])]
+    return run_stage(path.parent, config=stage_config, seed=seed, inputs=inputs, work=work, force=force)
 
 
 def _cell(value: float | None, percent: bool = False) -> str:

@@ -54,9 +54,6 @@ from apirl.rundir import RunLayout, StageOutput, StageResult, file_sha256, run_s
 
 STAGE = "feedback"
 SAMPLES = "samples.jsonl"
-FEEDBACK = "feedback.jsonl"
-PAIRS = "pairs.jsonl"
-SUMMARY = "summary.json"
 CACHE = "judgments.sqlite"
 EXECUTIONS = "executions.jsonl"
 # Samples per judge call: the step of the progress bar, and of an LLM server's request queue.
@@ -279,8 +276,8 @@ def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig
         cache_stats = cache.stats()
     rows = [feedback_row(row, row_answers, fb.threshold) for row, row_answers in zip(sample_rows, answers, strict=True)]
     pairs, ties = make_pairs(rows)
-    write_jsonl(stage_dir / FEEDBACK, rows)
-    write_jsonl(stage_dir / PAIRS, pairs)
+    write_jsonl(layout.feedback_rows, rows)
+    write_jsonl(layout.pairs, pairs)
 
     counts = judge.counts
     summary = {
@@ -299,7 +296,7 @@ def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig
         **answer_stats(answers),
         "cache": cache_stats, "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    (stage_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    layout.summary(STAGE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -309,12 +306,16 @@ def run_feedback(feedback: FeedbackConfig, model: ModelConfig, execution: ExecCo
     it; the samples and the cached judgments are reused all the same). Reads the data stage's train split."""
     console = console or Console(stderr=True)
     source = sampling_policy(feedback, model, layout)
-    inputs = [layout.split("train"), layout.stage("data") / "api.jsonl", *policy_weights(source)]
+    executes = uses_execution(feedback)
+    inputs = [layout.split("train"), layout.catalog, *([layout.hub_evidence] if executes else []),
+              *policy_weights(source)]
+    # With executability verdicts the harness's settings decide answers too.
     stage_config = {"feedback": feedback.model_dump(mode="json", exclude=_CALIBRATE_FIELDS),
-                    "policy": source.spec, "dtype": model.dtype, **judge_settings(feedback)}
+                    "policy": source.spec, "dtype": model.dtype, **judge_settings(feedback),
+                    **({"execution": execution.model_dump(mode="json")} if executes else {})}
 
     def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         summary = write_feedback(feedback, model, execution, layout, seed, directory, console)
-        return StageOutput([directory / name for name in (SAMPLES, FEEDBACK, PAIRS, SUMMARY)], summary)
+        return StageOutput([directory / SAMPLES, layout.feedback_rows, layout.pairs, layout.summary(STAGE)], summary)
 
     return run_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, work=work, force=force)

@@ -66,6 +66,16 @@ def model_rows(config: RunConfig) -> list[ModelRow]:
     return rows
 
 
+def rl_stage(config: RunConfig, algorithm: str | None = None, **kwargs: Any) -> StageResult:
+    """The RL stage of `algorithm` (default `rl.algorithm`): its own table and the RlRun its recipe reads."""
+    from apirl.train.common import RlRun
+    from apirl.train.rl import run_rl
+
+    algorithm = algorithm or config.rl.algorithm
+    run = RlRun(algorithm, config.rl, config.model, config.execution, config.layout, config.seed)
+    return run_rl(getattr(config, algorithm), run, **kwargs)
+
+
 def needs_reward_model(config: RunConfig) -> bool:
     """Whether an algorithm of the run reads the trained reward model (an online one, with its weight > 0 and no
     other model or rule named in `rl.reward_model`)."""
@@ -157,7 +167,6 @@ def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callabl
     from apirl.feedback.stage import run_feedback
     from apirl.report import write_report
     from apirl.train.reward import run_reward
-    from apirl.train.rl import run_rl
     from apirl.train.sft import run_sft
 
     c, layout, seed = config, config.layout, config.seed
@@ -179,7 +188,7 @@ def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callabl
                                                               mutant_seed=c.execution.mutant_seed)))
         elif stage == "rl":
             for algorithm in config.pipeline.algorithms:
-                steps.append((stage, algorithm, lambda algorithm=algorithm: run_rl(c, algorithm, resume=True)))
+                steps.append((stage, algorithm, lambda algorithm=algorithm: rl_stage(c, algorithm, resume=True)))
         elif stage == "generate":
             for row in rows:
                 steps.append((stage, f"generate {row.label}", lambda row=row: generate_model(config, row)))

@@ -185,9 +185,8 @@ def collect_run(run_dir: str | Path) -> RunData:
         sft_log=read_log(layout.log("sft")),
         sft_summary=read_json_object(layout.summary("sft")),
         feedback_summary=read_json_object(layout.summary("feedback")),
-        # The file is named after the judge's label; a report without its own "judge" key keeps that name.
-        calibrations=[{"judge": path.stem.removeprefix("calibration-"), **(read_json_object(path) or {})}
-                      for path in sorted(layout.stage("calibration").glob("calibration-*.json"))],
+        # The directory is named after the judge's label; a report without its own "judge" key keeps that name.
+        calibrations=[{"judge": path.parent.name, **(read_json_object(path) or {})} for path in layout.calibrations()],
         reward_summary=read_json_object(layout.summary("reward")),
         reward_log=read_log(layout.log("reward")),
     )

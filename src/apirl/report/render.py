@@ -303,7 +303,7 @@ def feedback_section(run: RunData) -> Section:
     else:
         section.blocks.append(f"Feedback stage: {NOT_RUN} (no `feedback/summary.json`).")
     if not run.calibrations:
-        section.blocks.append(f"Judge calibration: {NOT_RUN} (no `calibration/calibration-*.json`).")
+        section.blocks.append(f"Judge calibration: {NOT_RUN} (no `calibration/<judge>/calibration.json`).")
         return section
     judges = [c for c in run.calibrations if isinstance(c.get("auc"), int | float)]
     image = plots.bars([_judge_label(c) for c in judges], [c["auc"] for c in judges],

@@ -17,14 +17,13 @@ from typing import Any
 
 from apirl.errors import InputError
 from apirl.jsonl import json_line
-from apirl.rundir import StageOutput, StageResult, run_stage, weight_files
+from apirl.rundir import SUMMARY, StageOutput, StageResult, run_stage, weight_files
 from apirl.train.config import TrainerFields
 
 FINGERPRINT = "apirl-fingerprint.json"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 LOG = "log.jsonl"  # one line per logged step, in every training stage
-SUMMARY = "summary.json"
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:

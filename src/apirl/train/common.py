@@ -82,7 +82,9 @@ def online_inputs(run: RlRun) -> list[Path]:
     if rl.reward_model_weight and not spec.startswith("rule:"):
         inputs += weight_files(spec)
     if rl.tools_weight or rl.exec_weight:
-        inputs.append(run.layout.stage("data") / "api.jsonl")
+        inputs.append(run.layout.catalog)
+    if rl.exec_weight:
+        inputs.append(run.layout.hub_evidence)
     return inputs
 
 

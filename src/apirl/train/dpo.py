@@ -39,7 +39,7 @@ def train_dpo(dpo: DpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    pairs_path = run.layout.feedback("pairs.jsonl")
+    pairs_path = run.layout.pairs
     pairs = load_preferences(pairs_path)
     heldout = heldout_examples([p["example_id"] for p in pairs], dpo.heldout_fraction, run.seed)
     train_pairs = [p for p in pairs if p["example_id"] not in heldout]
@@ -91,7 +91,7 @@ def train_dpo(dpo: DpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
 def run_dpo(dpo: DpoConfig, run: RlRun, *, resume: bool = False, force: bool = False,
             callbacks: Sequence[Any] = ()) -> StageResult[dict[str, Any]]:
     """The DPO stage (`runs/<name>/dpo/`): trains unless an identical run finished on the same pairs."""
-    pairs = run.layout.feedback("pairs.jsonl")
+    pairs = run.layout.pairs
     if not pairs.is_file():
         raise InputError(f"no preference pairs at {pairs}: run `apirl feedback` first", path=pairs)
 

@@ -312,8 +312,6 @@ def load_base(source: ModelSource, seed: int) -> tuple[Any, Any, list[str]]:
     return model, tokenizer, sorted(info["missing_keys"])
 
 
-
-
 def bce_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
     """Binary cross-entropy of the logit against the 0/1 label: the classifier's loss. Summed and divided by
     the labels of the whole accumulated batch (`num_items_in_batch`, from the Trainer), so gradient
@@ -398,11 +396,11 @@ def train_reward(reward: RewardModelConfig, model_table: ModelConfig, layout: Ru
 
     `fingerprint` (config, seed, input hashes) is kept beside the checkpoints, so a resume never continues
     checkpoints that another config wrote. The checkpoints are deleted once the model is saved and scored."""
-    rows = load_feedback(layout.feedback("feedback.jsonl"))
+    rows = load_feedback(layout.feedback_rows)
     heldout = heldout_examples([r["example_id"] for r in rows], reward.heldout_fraction, seed)
     train_rows = [r for r in rows if r["example_id"] not in heldout]
     heldout_rows = [r for r in rows if r["example_id"] in heldout]
-    pairs = load_preferences(layout.feedback("pairs.jsonl")) if reward.kind == "pairwise" else []
+    pairs = load_preferences(layout.pairs) if reward.kind == "pairwise" else []
     train_pairs = [p for p in pairs if p["example_id"] not in heldout]
     heldout_pairs = [p for p in pairs if p["example_id"] in heldout]
     if not (train_pairs if reward.kind == "pairwise" else train_rows):
@@ -462,15 +460,15 @@ def run_reward(reward: RewardModelConfig, model: ModelConfig, layout: RunLayout,
                ) -> StageResult[dict[str, Any]]:
     """The reward stage (`apirl reward`): trains on the feedback stage's output unless an identical run finished;
     the gold-vs-mutant check reads the data stage's `calibrate_split` with mutants of `mutant_seed`."""
-    needed = [layout.feedback("feedback.jsonl")]
+    needed = [layout.feedback_rows]
     if reward.kind == "pairwise":
-        needed.append(layout.feedback("pairs.jsonl"))
+        needed.append(layout.pairs)
     for path in needed:
         if not path.is_file():
             raise InputError("not found: run `apirl feedback` first", path=path)
     source = base_source(reward, model, layout)
     weights = weight_files(source.location) if source.local else []
-    inputs = [*needed, *weights, layout.split(calibrate_split), layout.stage("data") / "api.jsonl"]
+    inputs = [*needed, *weights, layout.split(calibrate_split), layout.catalog]
     # The gold-vs-mutant check reads the calibration split and the mutant seed: they decide the summary.
     stage_config = {"reward": reward.model_dump(mode="json"), "base": source.spec,
                     "calibrate_split": calibrate_split, "mutant_seed": mutant_seed}

@@ -9,10 +9,9 @@ step) and `summary.json` (the online algorithms report the same keys: `first_rew
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
-from apirl.config import RunConfig
+from apirl.config_base import StrictModel
 from apirl.rundir import StageResult
 from apirl.train.common import RlRun
 from apirl.train.dpo import run_dpo
@@ -23,15 +22,8 @@ from apirl.train.ppo import run_ppo
 RECIPES = {"ppo": run_ppo, "grpo": run_group, "rloo": run_group, "dpo": run_dpo}
 
 
-def rl_run(config: RunConfig, algorithm: str) -> RlRun:
-    """What the recipe of `algorithm` reads of the run config besides its own table."""
-    return RlRun(algorithm, config.rl, config.model, config.execution, config.layout, config.seed)
-
-
-def run_rl(config: RunConfig, algorithm: str | None = None, *, resume: bool = False, force: bool = False,
-           **hooks: Any) -> StageResult[dict[str, Any]]:
-    """Run `algorithm` (default `rl.algorithm`) as its own stage (`runs/<name>/<algorithm>/`), with its own table
-    (`[ppo]`, `[grpo]`, `[rloo]`, `[dpo]`): the one entry point of `apirl rl` and of the pipeline."""
-    algorithm = algorithm or config.rl.algorithm
-    recipe = partial(RECIPES[algorithm], getattr(config, algorithm), rl_run(config, algorithm))
-    return recipe(resume=resume, force=force, **hooks)
+def run_rl(table: StrictModel, run: RlRun, *, resume: bool = False, force: bool = False, **hooks: Any
+           ) -> StageResult[dict[str, Any]]:
+    """Run `run.algorithm` with its table (`[ppo]`, `[grpo]`, `[rloo]` or `[dpo]`) as its own stage
+    (`runs/<name>/<algorithm>/`): the one entry point of `apirl rl` and of the pipeline."""
+    return RECIPES[run.algorithm](table, run, resume=resume, force=force, **hooks)
