@@ -2,19 +2,23 @@
 
     data -> sft -> feedback -> reward -> rl -> generate -> eval -> report
 
-* data, sft, feedback, reward and each RL algorithm are the stages of `apirl data|sft|feedback|reward|rl`, called
-  as they are; every one is skipped when its manifest matches (config, seed, input hashes), and the training
-  stages continue an interrupted run from its last checkpoint (`resume=True`), so a killed `apirl run` started
-  again picks up where it stopped. The reward stage runs only when an online algorithm reads the reward model.
+Every step calls a stage's one entry point with its own tables of the run config, the same entry point its
+`apirl <stage>` command calls; every stage is skipped when its manifest matches (config, seed, input hashes), and
+the training stages continue an interrupted run from its last checkpoint (`resume=True`), so a killed `apirl run`
+started again picks up where it stopped.
+
+* data, sft, feedback, reward (only when an online algorithm reads the reward model) and each algorithm of
+  `[pipeline] algorithms` (`rl_stage`: its own table and the `RlRun` its recipe reads).
 * calibrate (in the feedback stage, `[pipeline] calibrate`): the feedback judge's AUC on gold answers against
-  their mutants (`apirl feedback calibrate`, `runs/<name>/calibration/`), a stage of its own like the others.
+  their mutants (`runs/<name>/calibration/<judge>/`), a stage of its own like the others.
 * generate: one stage per model (`runs/<name>/generate/<label>/responses.jsonl`): the untuned policy model for
   each baseline of `[pipeline] baselines` (`base-chat`, `base-fewshot`), M_SFT (`sft`) and each M_RL (its
   algorithm's name). A killed generation resumes from its partial file.
-* eval: every responses file scored on the split with every metric, executability included
-  (`runs/<name>/eval/<label>.json`), and Gorilla-7B's published answers on the same ids (`eval/gorilla.json`);
-  the per-question verdicts of each beside them (`eval/details/<label>.jsonl`) for paired comparisons.
-* report: `runs/<name>/report.md` and `report.html` (`apirl.report`).
+* eval: every responses file scored on the first `generate.limit` questions of the split (what the run
+  generates) with every metric, executability included (`runs/<name>/eval/<label>.json`), and Gorilla-7B's
+  published answers on the same ids (`eval/gorilla.json`); the per-question verdicts of each beside them
+  (`eval/details/<label>.jsonl`) for paired comparisons.
+* report: `runs/<name>/report.md` and `report.html` (`apirl.report.run_report`).
 
 `runs/<name>/pipeline.json` records the config, versions, commit and each stage's status and seconds, rewritten
 after every stage; `runs/<name>/pipeline.log` keeps a timestamped line per stage event. It also keeps the last
@@ -165,7 +169,7 @@ def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callabl
     from apirl.evaluate.stage import run_eval
     from apirl.feedback.calibrate import run_calibration
     from apirl.feedback.stage import run_feedback
-    from apirl.report import write_report
+    from apirl.report import run_report
     from apirl.train.reward import run_reward
     from apirl.train.sft import run_sft
 
@@ -197,7 +201,7 @@ def _steps(config: RunConfig, stages: list[str]) -> list[tuple[str, str, Callabl
                                                           [row.label for row in rows], limit=c.generate.limit,
                                                           gorilla_exec=c.pipeline.gorilla_exec)))
         elif stage == "report":
-            steps.append((stage, "report", lambda: write_report(layout.root)))
+            steps.append((stage, "report", lambda: run_report(layout)))
     return steps
 
 

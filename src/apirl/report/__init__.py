@@ -19,9 +19,9 @@ from pathlib import Path
 
 from apirl.report.collect import RunData, collect_run
 from apirl.report.render import build_sections, render_html, render_markdown
-from apirl.rundir import RunLayout
+from apirl.rundir import RunLayout, StageResult
 
-__all__ = ["ReportFiles", "RunData", "collect_run", "write_report"]
+__all__ = ["ReportFiles", "RunData", "collect_run", "run_report", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, comm
     files.markdown.write_text(render_markdown(sections), encoding="utf-8")
     files.html.write_text(render_html(sections), encoding="utf-8")
     return files
+
+
+def run_report(layout: RunLayout, *, command: str | None = None) -> StageResult[dict[str, str]]:
+    """The report stage of `apirl run`: report.md and report.html from what the run directory holds. Always
+    written again (it reads every stage's files and takes seconds), so it keeps no manifest; its summary names
+    the two files."""
+    files = write_report(layout.root, command=command)
+    return StageResult(layout.root, {}, skipped=False,
+                       summary={"markdown": str(files.markdown), "html": str(files.html)})
