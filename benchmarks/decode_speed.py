@@ -19,6 +19,7 @@ import torch
 
 from apirl.config import load_config
 from apirl.data.dataset import build_examples, load_gorilla
+from apirl.hardware import describe
 from apirl.models.engine import decode_pruned
 from apirl.models.load import load_model, load_tokenizer, resolve_model
 
@@ -69,7 +70,8 @@ def main() -> None:
         results[name] = {"seconds": round(wall, 1), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1)}
     same = sum(a == b for a, b in zip(outputs["model.generate"], outputs["apirl engine"], strict=True))
     print(json.dumps({"model": args.model, "n": args.n, "max_new_tokens": args.max_new_tokens,
-                      "threads": torch.get_num_threads(), **results, "rows_identical": f"{same}/{args.n}"},
+                      "threads": torch.get_num_threads(), **describe(), **results,
+                      "rows_identical": f"{same}/{args.n}"},
                      indent=2))
 
 

@@ -22,6 +22,7 @@ import torch
 
 from apirl.config import load_config
 from apirl.data.dataset import build_examples, load_gorilla
+from apirl.hardware import describe, resolve_precision
 from apirl.models.generation import build_prompt, generate_batches
 from apirl.models.load import default_device, load_model, load_tokenizer, resolve_model
 from apirl.rundir import peak_memory_mb
@@ -88,6 +89,7 @@ def main() -> None:
     memory = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_memory_mb())
     print(json.dumps({
         "model": cfg.model.name, "config": args.config, "device": cfg.model.device or default_device(),
+        **describe(), "sft_precision": resolve_precision(cfg.sft.precision, cfg.model.device or default_device()),
         "threads": torch.get_num_threads(), "sft_method": cfg.sft.method, "sft_batch_size": cfg.sft.batch_size,
         "train_tokens_per_s_median": round(statistics.median(train_rates), 1),
         "train_tokens_per_s": [round(r, 1) for r in train_rates],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from apirl.errors import InputError
+from apirl.hardware import resolve_precision
 from apirl.jsonl import json_line
 from apirl.rundir import SUMMARY, StageOutput, StageResult, run_stage, weight_files
 from apirl.train.config import TrainerFields
@@ -53,11 +54,16 @@ def checkpoint_to_resume(checkpoints: Path, resume: bool, fingerprint: dict[str,
 
 def precision_kwargs(choice: str) -> dict[str, bool]:
     """`bf16` for a TRL/Trainer config, always said explicitly: TRL's configs turn bf16 on when it is left unset,
-    which on a CPU means bf16 autocast even when fp32 was asked for. `auto` = bf16 on a GPU that supports it."""
-    import torch
+    which on a CPU means bf16 autocast even when fp32 was asked for. `auto` = bf16 where the device computes it
+    natively (`apirl.hardware.resolve_precision`)."""
+    from apirl.models.load import default_device
 
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return {"bf16": choice == "bf16" or (choice == "auto" and gpu_bf16)}
+    return {"bf16": resolve_precision(choice, default_device()) == "bf16"}
+
+
+def trained_precision(trainer: Any) -> str:
+    """What a Trainer ran in, for the stage's summary: "bf16" (autocast) or "fp32"."""
+    return "bf16" if trainer.args.bf16 else "fp32"
 
 
 def base_trainer_kwargs(stage_dir: Path, seed: int, precision: str) -> dict[str, Any]:

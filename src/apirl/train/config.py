@@ -37,8 +37,9 @@ def lora_config(table: LoraFields, task_type: str = "CAUSAL_LM") -> Any:
 
 class HfTrainerFields(StrictModel):
     """The optimizer, logging and checkpoint keys of every stage run by a Hugging Face (TRL) Trainer: SFT, the
-    reward model, DPO, GRPO, RLOO. `precision = "auto"` is bf16 autocast on a GPU that supports it, fp32
-    otherwise; checkpoints every `save_steps` optimizer steps, the last `save_total_limit` kept."""
+    reward model, DPO, GRPO, RLOO. `precision = "auto"` is bf16 autocast where the device computes bf16 natively
+    (a GPU that supports it, a CPU with AVX-512 BF16 or AMX: `apirl.hardware`), fp32 otherwise; checkpoints
+    every `save_steps` optimizer steps, the last `save_total_limit` kept."""
 
     learning_rate: float = Field(5e-5, gt=0)
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -24,6 +24,7 @@ from apirl.train.checkpoints import (
     MODEL_DIR,
     checkpoint_to_resume,
     save_final_model,
+    trained_precision,
     trainer_kwargs,
     write_log,
     write_summary,
@@ -82,6 +83,7 @@ def train_dpo(dpo: DpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
         "heldout_preference_accuracy": final_eval.get("eval_rewards/accuracies"),
         "heldout_reward_margin": final_eval.get("eval_rewards/margins"),
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "precision": trained_precision(trainer),
     }
     write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)

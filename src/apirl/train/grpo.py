@@ -29,6 +29,7 @@ from apirl.train.checkpoints import (
     base_trainer_kwargs,
     checkpoint_to_resume,
     save_final_model,
+    trained_precision,
     write_log,
     write_summary,
 )
@@ -124,7 +125,7 @@ def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool
         "steps": trainer.state.global_step, "resumed_from": resume_from.name if resume_from else None,
         **progress_summary(log, reward="reward", kl="kl", length="completions/mean_length",
                            terms={term.name: f"rewards/{term.name}/mean" for term in terms}),
-        "train_seconds_this_run": round(time.perf_counter() - started, 1),
+        "train_seconds_this_run": round(time.perf_counter() - started, 1), "precision": trained_precision(trainer),
     }
     write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)

@@ -398,6 +398,7 @@ def train_ppo(ppo: PpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
                            terms={term.name: f"reward_{term.name}" for term in terms}),
         "final_kl_coef": kl_ctl.coef,
         "train_seconds_this_run": round(time.perf_counter() - started, 1),
+        "precision": "fp32",  # PPO has no bf16 option yet
     }
     write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)

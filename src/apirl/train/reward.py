@@ -52,6 +52,7 @@ from apirl.train.checkpoints import (
     checkpoint_to_resume,
     run_training_stage,
     save_final_model,
+    trained_precision,
     trainer_kwargs,
     write_log,
     write_summary,
@@ -427,7 +428,7 @@ def train_reward(reward: RewardModelConfig, model_table: ModelConfig, layout: Ru
                                       encoding="utf-8")
     write_log(stage_dir, trainer.state.log_history)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    state = trainer.state
+    state, precision = trainer.state, trained_precision(trainer)
     del trainer, model
 
     reward_model = RewardModel.load(model_dir, model_table.device or None)
@@ -446,7 +447,7 @@ def train_reward(reward: RewardModelConfig, model_table: ModelConfig, layout: Ru
         "resumed_from": resume_from.name if resume_from else None,
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "train_loss": result.training_loss, "eval_loss": final_eval.get("eval_loss"),
-        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
+        "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1), "precision": precision,
         "trainable_parameters": trainable,
         **evaluation,
     }

@@ -30,6 +30,7 @@ from apirl.train.checkpoints import (
     checkpoint_to_resume,
     run_training_stage,
     save_final_model,
+    trained_precision,
     trainer_kwargs,
     write_log,
     write_summary,
@@ -111,7 +112,7 @@ def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed:
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "trainable_parameters": trainable,
-        "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "precision": trained_precision(trainer),
     }
     write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)  # ~3x the model's size each (optimizer states); the final model is what stays
