@@ -54,8 +54,9 @@ def json_line(row: dict[str, Any]) -> str:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write rows atomically (temp file + rename) so a killed run never leaves half a file behind, and a row
-    that cannot be written leaves no temp file either."""
+    that cannot be written leaves no temp file either; the file's directory is made when missing."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("w", encoding="utf-8") as handle:

@@ -92,7 +92,6 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
     def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         data = load_gorilla(data_table)
         outputs, summaries = [], {}
-        layout.eval_details("x").parent.mkdir(parents=True, exist_ok=True)
         for label, path in responses.items():
             summary, details = evaluate_file(path, table, data, data_table.split_dir, limit=limit,
                                              execution=execution)

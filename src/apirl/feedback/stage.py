@@ -181,7 +181,6 @@ def execute_samples(execution: ExecConfig, api_db: ApiDatabase, evidence: dict[s
         with open_executor(execution, api_db, evidence) as executor:
             for verdict in run_checks(executor, missing, mode, "execute samples"):
                 kept[verdict.key] = verdict
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, [{"code_sha": _code_hash(codes[key]), "verdict": kept[key].to_json()} for key in codes])
     return kept
 
@@ -259,9 +258,10 @@ def judge_settings(fb: FeedbackConfig) -> dict[str, Any]:
 
 
 def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig, layout: RunLayout, seed: int,
-                   stage_dir: Path, console: Console) -> dict[str, Any]:
+                   console: Console) -> dict[str, Any]:
     """Sample, judge and write the stage's files; returns the summary (also `summary.json`)."""
     started = time.perf_counter()
+    stage_dir = layout.stage(STAGE)
     source = sampling_policy(fb, model, layout)
     prompts = prompt_subset(read_prompts(layout, "train"), fb.prompts_limit, seed)
     sample_rows, generation = sample_completions(fb, model, seed, source, prompts, stage_dir, console)
@@ -315,7 +315,7 @@ def run_feedback(feedback: FeedbackConfig, model: ModelConfig, execution: ExecCo
                     **({"execution": execution.model_dump(mode="json")} if executes else {})}
 
     def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
-        summary = write_feedback(feedback, model, execution, layout, seed, directory, console)
+        summary = write_feedback(feedback, model, execution, layout, seed, console)
         return StageOutput([directory / SAMPLES, layout.feedback_rows, layout.pairs, layout.summary(STAGE)], summary)
 
     return run_stage(layout.stage(STAGE), config=stage_config, seed=seed, inputs=inputs, work=work, force=force)
