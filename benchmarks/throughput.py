@@ -1,13 +1,15 @@
-"""Training and generation throughput of a model under a preset: tokens/s (median of N runs) and peak memory.
+"""SFT training throughput against the bare-step ceiling, per batching mode, plus generation, in one run.
 
     APIRL_DATA_DIR=../shared/data/gorilla .venv/bin/python benchmarks/throughput.py \\
-        --config configs/cpu-quick.toml [--runs 3] [--train-steps 3] [--set model.name="tiny-random"]
+        --config configs/cpu-quick.toml [--train-steps 4] [--set model.name="tiny-random"] [--out FILE]
 
-Training: optimizer steps of the preset's batch (`sft.batch_size` real training examples, prompt + answer,
-truncated to `sft.max_length`, padded to the longest), forward + backward + AdamW, full or LoRA as the preset
-says; the loss is over all tokens (the Trainer masks the prompt, which costs the same). Tokens/s counts real
-(non-padding) tokens. Generation: one batch of `generate.batch_size` test prompts with the preset's generation
-settings; tokens/s counts generated tokens up to EOS. Peak memory: the process's max RSS (CPU) or
+Training: TRL's `SFTTrainer` exactly as `apirl sft` builds it (the preset's `[sft]`: batch size, max_length, full
+or LoRA, precision), `--train-steps` optimizer steps after one warm-up step, once per `sft.batching` mode
+(`padded` is what every run used before the mode existed). Real tokens are the non-padding tokens of each step's
+batch (the Trainer's `num_input_tokens_seen`). The ceiling: a bare forward + backward + AdamW step of the same
+model (full or LoRA alike) on one packed batch of the same number of real tokens (`batch_size` rows, no padding,
+a plain causal loss), the most a trainer can get out of this machine for that work. Generation: one
+`apirl generate` of `generate.batch_size` test prompts with the preset's settings. Peak memory: max RSS (CPU) or
 torch.cuda.max_memory_allocated (GPU).
 """
 
@@ -16,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,78 +31,144 @@ from apirl.hardware import describe, resolve_precision
 from apirl.models.generation import build_prompt, generate_batches
 from apirl.models.load import default_device, load_model, load_tokenizer, resolve_model
 from apirl.rundir import peak_memory_mb
+from apirl.train.config import lora_config
+from apirl.train.sft import _trainer_args
+
+MODES = ("padded", "length_grouped", "padding_free")
 
 
-def train_tokens_per_s(cfg, source, train, steps: int) -> list[float]:
+class StepClock:
+    """A Trainer callback: each step's seconds and real tokens (the first step is a warm-up and not kept)."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                clock.started, clock.tokens_before = time.perf_counter(), state.num_input_tokens_seen
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                clock.steps.append((time.perf_counter() - clock.started,
+                                    state.num_input_tokens_seen - clock.tokens_before))
+
+        self.callback = Callback()
+        self.steps: list[tuple[float, int]] = []
+        self.started, self.tokens_before = 0.0, 0
+
+    def tokens_per_s(self) -> float:
+        kept = self.steps[1:]
+        return sum(tokens for _s, tokens in kept) / sum(seconds for seconds, _t in kept)
+
+    def tokens_per_step(self) -> int:
+        return round(statistics.median(tokens for _s, tokens in self.steps[1:]))
+
+
+def sft_tokens_per_s(cfg: Any, source: Any, rows: list[dict[str, str]], steps: int, mode: str) -> StepClock:
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    sft = cfg.sft.model_copy(update={"batching": mode, "max_steps": steps + 1, "save_steps": 10_000,
+                                     "logging_steps": 10_000})
+    tokenizer = load_tokenizer(source)
+    tokenizer.padding_side = "right"
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as directory:
+        trainer = SFTTrainer(model=load_model(source), args=_trainer_args(sft, cfg.seed, Path(directory), False),
+                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                             peft_config=lora_config(sft), callbacks=[clock.callback])
+        trainer.train()
+    return clock
+
+
+def ceiling_tokens_per_s(cfg: Any, source: Any, rows: list[dict[str, str]], tokens: int, steps: int) -> float:
+    """Real tokens/s of bare steps on a packed batch of `tokens` tokens: `sft.batch_size` rows cut from the
+    examples' concatenated text, so no position is padding."""
     device = cfg.model.device or default_device()
     model = load_model(source, "float32", device)
     model.train()
-    if cfg.sft.method == "lora":
-        from peft import LoraConfig, get_peft_model
+    config = lora_config(cfg.sft)
+    if config is not None:
+        from peft import get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=cfg.sft.lora_r, lora_alpha=cfg.sft.lora_alpha,
-                                                 target_modules=cfg.sft.lora_target_modules, task_type="CAUSAL_LM"))
+        model = get_peft_model(model, config)
     tokenizer = load_tokenizer(source)
-    tokenizer.padding_side = "right"
+    stream = [token for row in rows for token in tokenizer(row["prompt"] + row["completion"])["input_ids"]]
+    width = max(1, tokens // cfg.sft.batch_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    precision = resolve_precision(cfg.sft.precision, device)
     rates = []
-    batch_size = cfg.sft.batch_size
-    for step in range(steps + 1):  # the first step warms up (allocations, kernels) and is not counted
-        rows = train[(step * batch_size) % len(train):][:batch_size]
-        batch = tokenizer([r.prompt + r.target for r in rows], return_tensors="pt", padding=True, truncation=True,
-                          max_length=cfg.sft.max_length).to(device)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for step in range(steps + 1):  # the first step warms up and is not counted
+        start = step * width * cfg.sft.batch_size % max(1, len(stream) - width * cfg.sft.batch_size)
+        batch = torch.tensor(stream[start:start + width * cfg.sft.batch_size], device=device)
+        batch = batch.reshape(cfg.sft.batch_size, width)
         started = time.perf_counter()
-        loss = model(**batch, labels=labels).loss
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if step:
-            rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - started))
-    return rates
+            rates.append(batch.numel() / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
-def generate_tokens_per_s(cfg, source, test, runs: int) -> list[float]:
+def generate_tokens_per_s(cfg: Any, source: Any, test: list[Any]) -> float:
     model = load_model(source, cfg.model.dtype, cfg.model.device or None)
     tokenizer = load_tokenizer(source)
     prompts = [build_prompt(ex, cfg.generate.prompt_style, [], tokenizer) for ex in test[: cfg.generate.batch_size]]
-    rates = []
-    for _ in range(runs):
-        stats = generate_batches(model, tokenizer, prompts, cfg.generate, seed=cfg.seed,
-                                 add_special_tokens=cfg.generate.prompt_style == "plain",
-                                 on_batch=lambda *_: None)
-        rates.append(stats.tokens_per_s)
-    return rates
+    stats = generate_batches(model, tokenizer, prompts, cfg.generate, seed=cfg.seed,
+                             add_special_tokens=cfg.generate.prompt_style == "plain", on_batch=lambda *_: None)
+    return stats.tokens_per_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/cpu-quick.toml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--mode", action="append", choices=MODES, help="batching modes to run (default: all)")
+    parser.add_argument("--no-generate", action="store_true")
+    parser.add_argument("--out", default="", help="also write the table here (JSON)")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
-    data = load_gorilla(cfg.data)
-    splits = build_examples(data, cfg.data)
-    train = [ex for ex in splits["train"] if ex.complete]
+    splits = build_examples(load_gorilla(cfg.data), cfg.data)
+    rows = [{"prompt": ex.prompt, "completion": ex.target} for ex in splits["train"] if ex.complete]
     source = resolve_model(cfg.model.name)
-    train_rates = train_tokens_per_s(cfg, source, train, args.train_steps)
-    gen_rates = generate_tokens_per_s(cfg, source, splits["test"], args.runs)
-    memory = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_memory_mb())
-    print(json.dumps({
-        "model": cfg.model.name, "config": args.config, "device": cfg.model.device or default_device(),
-        **describe(), "sft_precision": resolve_precision(cfg.sft.precision, cfg.model.device or default_device()),
-        "threads": torch.get_num_threads(), "sft_method": cfg.sft.method, "sft_batch_size": cfg.sft.batch_size,
-        "train_tokens_per_s_median": round(statistics.median(train_rates), 1),
-        "train_tokens_per_s": [round(r, 1) for r in train_rates],
-        "generate_batch_size": cfg.generate.batch_size, "max_new_tokens": cfg.generate.max_new_tokens,
-        "generate_tokens_per_s_median": round(statistics.median(gen_rates), 1),
-        "generate_tokens_per_s": [round(r, 1) for r in gen_rates],
-        "peak_memory_mb": round(memory, 1),
-    }, indent=2))
+    device = cfg.model.device or default_device()
+
+    trainers: dict[str, dict[str, Any]] = {}
+    clocks = {}
+    for mode in args.mode or MODES:
+        clocks[mode] = sft_tokens_per_s(cfg, source, rows, args.train_steps, mode)
+        trainers[f"sft {mode}"] = {"tokens_per_s": round(clocks[mode].tokens_per_s(), 1),
+                                   "real_tokens_per_step": clocks[mode].tokens_per_step()}
+        print(f"sft {mode}", trainers[f"sft {mode}"], flush=True)
+    tokens = statistics.median(clock.tokens_per_step() for clock in clocks.values())
+    ceiling = ceiling_tokens_per_s(cfg, source, rows, tokens, args.train_steps)
+    for row in trainers.values():
+        row["fraction_of_ceiling"] = round(row["tokens_per_s"] / ceiling, 3)
+        if "sft padded" in trainers:
+            row["speedup_over_padded"] = round(row["tokens_per_s"] / trainers["sft padded"]["tokens_per_s"], 2)
+    table: dict[str, Any] = {
+        "model": cfg.model.name, "config": args.config, "device": device, **describe(),
+        "sft_precision": resolve_precision(cfg.sft.precision, device), "threads": torch.get_num_threads(),
+        "sft_method": cfg.sft.method, "sft_batch_size": cfg.sft.batch_size, "sft_max_length": cfg.sft.max_length,
+        "date": time.strftime("%Y-%m-%d"),
+        "ceiling": {"tokens_per_s": round(ceiling, 1), "tokens_per_step": tokens}, "trainers": trainers,
+    }
+    if not args.no_generate:
+        table.update(generate_batch_size=cfg.generate.batch_size, max_new_tokens=cfg.generate.max_new_tokens,
+                     generate_tokens_per_s=round(generate_tokens_per_s(cfg, source, splits["test"]), 1))
+    table["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+                                    else peak_memory_mb(), 1)
+    print(json.dumps(table, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

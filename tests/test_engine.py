@@ -1,10 +1,17 @@
-"""The decoding engine: greedy decoding equals `model.generate`; finished rows leave the batch; top-p."""
+"""The decoding engine: greedy decoding equals `model.generate` on both paths (the Llama slots and the generic
+Hugging Face loop); continuous batching gives every row the tokens it gets alone; a row's sample depends on its
+seed only; a LoRA adapter is decoded as the PEFT model computes it; top-p."""
 
 from __future__ import annotations
 
 import pytest
 
-from apirl.models.engine import decode_pruned, filter_top_p
+from apirl.models.engine import GREEDY, Sampling, decode, decode_batches, filter_top_p
+from apirl.models.llama_slots import supports
+
+PROMPTS = ["###Instruction: a much longer prompt than the others, to pad the rest\n###Output:",
+           "###Instruction: short\n###Output:", "###Instruction: middle length here\n###Output:",
+           "###Instruction: x\n###Output:", "###Instruction: two words\n###Output:"]
 
 
 def test_top_p_keeps_the_smallest_head_reaching_the_mass() -> None:
@@ -23,7 +30,8 @@ def tiny() -> tuple:
     from apirl.models.load import load_model, load_tokenizer, resolve_model
 
     source = resolve_model("tiny-random")
-    # float64: the padded and the pruned batch must pick the same argmax even where random logits nearly tie.
+    # float64: the paths sum in different orders, and must still pick the same argmax where random logits
+    # nearly tie.
     model = load_model(source).to(torch.float64)
     # The random init's logits are nearly flat (every row repeats one token); sharper weights make rows differ.
     generator = torch.Generator().manual_seed(0)
@@ -34,73 +42,105 @@ def tiny() -> tuple:
     return model, load_tokenizer(source)
 
 
-def test_greedy_equals_generate_and_a_stopped_row_leaves_the_batch(tiny: tuple) -> None:
+def ids(tokenizer, prompts: list[str] = PROMPTS) -> list[list[int]]:
+    return [tokenizer(prompt)["input_ids"] for prompt in prompts]
+
+
+def reference(model, tokenizer, prompts: list[str], max_new_tokens: int, eos: list[int]) -> list[list[int]]:
+    """`model.generate` greedy, cut after each row's first EOS."""
     import torch
 
-    model, tokenizer = tiny
-    prompts = ["###Instruction: a much longer prompt than the others, to pad the rest\n###Output:",
-               "###Instruction: short\n###Output:", "###Instruction: middle length here\n###Output:"]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True)
-    eos = [tokenizer.eos_token_id]
     with torch.no_grad():
-        reference = model.generate(**encoded, max_new_tokens=12, do_sample=False, eos_token_id=eos,
-                                   pad_token_id=tokenizer.pad_token_id)[:, encoded["input_ids"].shape[1]:]
-    full = decode_pruned(model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=12, eos_ids=eos)
-    assert full == [row[:len(full[i])].tolist() for i, row in enumerate(reference)]
-    assert all(len(row) == 12 or row[-1] in eos for row in full)
-    assert len({token for row in full for token in row}) > 3  # not one repeated token
-
-    # Row 1 stops after 3 tokens: it leaves the cache, and the other rows go on exactly as before. (A random
-    # model may give every row the same tokens, so the check picks the row by call order: rows are asked in
-    # batch order at each step.)
-    calls_at_3 = []
-
-    def row_1_at_3(tokens: list[int]) -> bool:
-        if len(tokens) == 3:
-            calls_at_3.append(tokens)
-            return len(calls_at_3) == 2
-        return False
-
-    pruned = decode_pruned(model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=12,
-                           eos_ids=eos, stop=row_1_at_3)
-    assert pruned[1] == full[1][:3]
-    assert pruned[0] == full[0] and pruned[2] == full[2]
-
-
-def test_sampling_is_fixed_by_the_generator(tiny: tuple) -> None:
-    import torch
-
-    model, tokenizer = tiny
-    encoded = tokenizer(["###Instruction: x\n###Output:", "###Instruction: yy\n###Output:"], return_tensors="pt",
-                        padding=True)
-
-    def draw(seed: int) -> list[list[int]]:
-        return decode_pruned(model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=8,
-                             eos_ids=[tokenizer.eos_token_id], do_sample=True, temperature=1.0, top_p=0.9,
-                             generator=torch.Generator().manual_seed(seed))
-
-    assert draw(1) == draw(1) and draw(1) != draw(2)
-
-
-def test_kept_finished_rows_leave_the_other_rows_draws_unchanged(tiny: tuple) -> None:
-    """With `keep_finished` every step draws for the whole batch, so a row samples the same tokens whether or not
-    the other rows have finished (PPO's rollouts rely on it); each row still ends at its own EOS."""
-    import torch
-
-    model, tokenizer = tiny
-    encoded = tokenizer(["###Instruction: x\n###Output:", "###Instruction: yy\n###Output:",
-                         "###Instruction: a longer one\n###Output:"], return_tensors="pt", padding=True)
-
-    def draw(eos: list[int]) -> list[list[int]]:
-        return decode_pruned(model, encoded["input_ids"], encoded["attention_mask"], max_new_tokens=8, eos_ids=eos,
-                             do_sample=True, temperature=1.0, generator=torch.Generator().manual_seed(3),
-                             keep_finished=True)
-
-    free = draw([-1])  # no row ever ends
-    assert all(len(row) == 8 for row in free)
-    eos = [free[1][2]]  # row 1 ends by its third token
-    stopped = draw(eos)
-    for row, tokens in zip(free, stopped, strict=True):
+        out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                             pad_token_id=tokenizer.pad_token_id)[:, encoded["input_ids"].shape[1]:]
+    rows = []
+    for row in out.tolist():
         end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
-        assert tokens == row[:end]
-    assert len(stopped[1]) <= 3
+        rows.append(row[:end])
+    return rows
+
+
+def test_the_tiny_model_takes_the_slots_path(tiny: tuple) -> None:
+    assert supports(tiny[0])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_greedy_equals_generate_whatever_the_batch(tiny: tuple, batch_size: int) -> None:
+    """Two slots for five prompts: rows end at different steps, slots are refilled and then compacted, and every
+    row still gets exactly the tokens `model.generate` gives it."""
+    model, tokenizer = tiny
+    expected = reference(model, tokenizer, PROMPTS, 12, [tokenizer.eos_token_id])
+    assert len({token for row in expected for token in row}) > 3  # not one repeated token
+    got = decode(model, ids(tokenizer), max_new_tokens=12, eos_ids=[tokenizer.eos_token_id], batch_size=batch_size)
+    assert got == expected
+
+
+def test_the_generic_loop_equals_generate_too(tiny: tuple) -> None:
+    model, tokenizer = tiny
+    expected = reference(model, tokenizer, PROMPTS, 12, [tokenizer.eos_token_id])
+    got = decode_batches(model, ids(tokenizer), max_new_tokens=12, eos_ids=[tokenizer.eos_token_id], batch_size=2,
+                         sampling=GREEDY, seeds=None, stop=None, pad_id=tokenizer.pad_token_id, on_row=None)
+    assert got == expected
+
+
+def test_a_row_that_ends_early_frees_its_slot_and_changes_no_other_row(tiny: tuple) -> None:
+    model, tokenizer = tiny
+    full = decode(model, ids(tokenizer), max_new_tokens=10, eos_ids=[-1], batch_size=2)
+    assert all(len(row) == 10 for row in full)
+    early = full[1][:3]
+    finished: dict[int, list[int]] = {}
+
+    def stop(tokens: list[int]) -> bool:
+        return tokens == early
+
+    got = decode(model, ids(tokenizer), max_new_tokens=10, eos_ids=[-1], batch_size=2, stop=stop,
+                 on_row=lambda row, tokens: finished.__setitem__(row, list(tokens)))
+    assert got[1] == early
+    assert all(got[i] == full[i] for i in range(len(full)) if full[i][:3] != early)
+    assert finished == dict(enumerate(got))  # each row reported once, when done, with its final tokens
+
+
+def test_a_row_samples_by_its_own_seed_only(tiny: tuple) -> None:
+    """The same seed draws the same answer alone, in any batch, on either path; another seed draws another."""
+    model, tokenizer = tiny
+    prompts = ids(tokenizer)
+    sampling = Sampling(do_sample=True, temperature=1.0, top_p=0.9)
+    seeds = [11, 12, 13, 14, 15]
+    together = decode(model, prompts, max_new_tokens=8, eos_ids=[-1], batch_size=5, sampling=sampling, seeds=seeds)
+    assert together == decode(model, prompts, max_new_tokens=8, eos_ids=[-1], batch_size=2, sampling=sampling,
+                              seeds=seeds)
+    alone = decode(model, prompts[2:3], max_new_tokens=8, eos_ids=[-1], batch_size=1, sampling=sampling,
+                   seeds=seeds[2:3])
+    assert alone == together[2:3]
+    generic = decode_batches(model, prompts, max_new_tokens=8, eos_ids=[-1], batch_size=3, sampling=sampling,
+                             seeds=seeds, stop=None, pad_id=tokenizer.pad_token_id, on_row=None)
+    assert generic == together
+    other = decode(model, prompts, max_new_tokens=8, eos_ids=[-1], batch_size=5, sampling=sampling,
+                   seeds=[21, 22, 23, 24, 25])
+    assert other != together
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        decode(model, prompts, max_new_tokens=8, eos_ids=[-1], batch_size=5, sampling=sampling)
+
+
+def test_a_lora_adapter_is_decoded_as_the_peft_model_computes_it(tiny: tuple) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny
+    import copy
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"], task_type="CAUSAL_LM"))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:  # zero at init: make the adapter change the answers
+                parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.5)
+    assert supports(peft_model)
+    eos = [tokenizer.eos_token_id]
+    slots = decode(peft_model, ids(tokenizer), max_new_tokens=10, eos_ids=eos, batch_size=2)
+    generic = decode_batches(peft_model, ids(tokenizer), max_new_tokens=10, eos_ids=eos, batch_size=5,
+                             sampling=GREEDY, seeds=None, stop=None, pad_id=tokenizer.pad_token_id, on_row=None)
+    assert slots == generic
+    assert slots != decode(model, ids(tokenizer), max_new_tokens=10, eos_ids=eos, batch_size=2)

@@ -140,7 +140,8 @@ def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source
                 progress.update(task, advance=len(indices))
 
             generated = generate_batches(policy, tokenizer, [prompt["prompt"] for prompt, _k in todo], generate,
-                                         seed=seed, on_batch=on_batch)
+                                         seed=seed, keys=[f"{prompt['example_id']}:{k}" for prompt, k in todo],
+                                         on_batch=on_batch)
         stats.update(new_tokens=generated.new_tokens, generate_seconds=round(generated.seconds, 1),
                      tokens_per_s=round(generated.tokens_per_s, 1))
         del policy

@@ -8,6 +8,7 @@ the KV cache, greedy or sampled, and stops at EOS or when the model starts anoth
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,24 +88,31 @@ class GenerationStats:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
 
-def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config: GenerateConfig, *,
-                     seed: int, add_special_tokens: bool = True,
-                     on_batch: Callable[[list[int], list[str], int], None]) -> GenerationStats:
-    """Generate a completion for every prompt; `on_batch(indices, texts, new_tokens)` after each batch.
+def row_seed(seed: int, key: str) -> int:
+    """A row's sampling seed from the run's seed and the row's own key (its example or sample id), so a row
+    draws the same answer whatever else is generated with it, and a resumed run draws what the first would have."""
+    digest = hashlib.sha256(f"apirl-sample:{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
-    Prompts are batched longest first so a batch holds similar lengths (less padding); a row leaves its batch
-    as soon as it ends (`apirl.models.engine`). Sampling is seeded per batch from `seed` and the batch's
-    position, so a rerun with the same prompts and config is identical.
+
+def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config: GenerateConfig, *,
+                     seed: int, keys: Sequence[str] | None = None, add_special_tokens: bool = True,
+                     on_batch: Callable[[list[int], list[str], int], None]) -> GenerationStats:
+    """Generate a completion for every prompt; `on_batch(indices, texts, new_tokens)` as rows finish.
+
+    Prompts are decoded longest first by `apirl.models.engine` (`config.batch_size` rows at a time, each
+    finished row's place taken by the next prompt). When sampling, row i draws from its own generator seeded by
+    `seed` and `keys[i]` (default: its index), so a rerun with the same prompts and config is identical.
     """
     import time
 
-    import torch
+    from apirl.models.engine import Sampling, decode, eos_token_ids
 
-    from apirl.models.engine import decode_pruned, eos_token_ids
-
-    device = next(model.parameters()).device
+    if keys is not None and len(keys) != len(prompts):
+        raise ValueError("one key per prompt")
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    eos_ids = eos_token_ids(model, tokenizer)
+    encoded = [tokenizer(prompts[i], add_special_tokens=add_special_tokens)["input_ids"] for i in order]
+    seeds = [row_seed(seed, keys[i] if keys is not None else str(i)) for i in order]
 
     def stopped(tokens: list[int]) -> bool:
         tail = tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=True)
@@ -112,18 +120,16 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
 
     stats = GenerationStats()
     started = time.perf_counter()
-    for batch_number, start in enumerate(range(0, len(order), config.batch_size)):
-        indices = order[start:start + config.batch_size]
-        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True,
-                            add_special_tokens=add_special_tokens).to(device)
-        generator = torch.Generator(device=device).manual_seed(seed * 100_003 + batch_number)
-        new = decode_pruned(model, encoded["input_ids"], encoded["attention_mask"],
-                            max_new_tokens=config.max_new_tokens, eos_ids=eos_ids, do_sample=config.do_sample,
-                            temperature=config.temperature, top_p=config.top_p, generator=generator, stop=stopped)
-        texts = [cut_at_stop(tokenizer.decode(row, skip_special_tokens=True)) for row in new]
-        new_tokens = sum(len(row) for row in new)
-        stats.prompts += len(indices)
-        stats.new_tokens += new_tokens
+
+    def on_row(position: int, tokens: list[int]) -> None:
+        stats.prompts += 1
+        stats.new_tokens += len(tokens)
         stats.seconds = time.perf_counter() - started
-        on_batch(indices, texts, new_tokens)
+        on_batch([order[position]], [cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True))], len(tokens))
+
+    sampling = Sampling(config.do_sample, config.temperature, config.top_p)
+    decode(model, encoded, max_new_tokens=config.max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
+           batch_size=config.batch_size, sampling=sampling, seeds=seeds if config.do_sample else None, stop=stopped,
+           pad_id=tokenizer.pad_token_id or 0, on_row=on_row)
+    stats.seconds = time.perf_counter() - started
     return stats

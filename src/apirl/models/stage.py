@@ -95,6 +95,7 @@ def generate_responses(generate: GenerateConfig, model: ModelConfig, seed: int, 
             progress.update(task, advance=len(indices), rate=f"{rate:.0f} tok/s")
 
         stats = generate_batches(policy, tokenizer, [prompts[i] for i in todo], gen, seed=seed,
+                                 keys=[examples[i].example_id for i in todo],
                                  add_special_tokens=gen.prompt_style == "plain", on_batch=on_batch)
     write_jsonl(out, (done[ex.example_id] for ex in examples))
     summary = {

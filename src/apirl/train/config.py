@@ -73,10 +73,17 @@ class TrainerFields(HfTrainerFields):
 
 class SftConfig(TrainerFields, LoraFields):
     """How M_SFT is trained from `[model]` on the data stage's train split (loss on the answer only).
-    `train_limit` / `val_limit` > 0 train / validate on a seeded random subset (the quick presets)."""
+    `train_limit` / `val_limit` > 0 train / validate on a seeded random subset (the quick presets).
+
+    `batching`: `length_grouped` draws each batch from examples of similar length (the Trainer's
+    `group_by_length`), so little of a padded batch is padding; `padding_free` flattens a batch into one
+    sequence (TRL's `padding_free`; transformers then masks attention across examples from the position ids,
+    which on a CPU's SDPA computes the whole flattened square); `padded` is random batches.
+    `benchmarks/throughput.py` measures the three."""
 
     train_limit: int = Field(0, ge=0)
     val_limit: int = Field(0, ge=0)
+    batching: Literal["length_grouped", "padding_free", "padded"] = "length_grouped"
 
 
 class RewardModelConfig(TrainerFields, LoraFields):

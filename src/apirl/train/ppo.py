@@ -52,7 +52,7 @@ from typing import Any
 
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl, json_line
-from apirl.models.engine import decode_pruned, eos_token_ids, position_ids
+from apirl.models.engine import Sampling, decode, eos_token_ids, position_ids
 from apirl.models.generation import cut_at_stop
 from apirl.rundir import StageResult
 from apirl.train import ppo_math
@@ -169,14 +169,16 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_length: int, devi
 
 def sample_responses(model: Any, prompt_ids: Any, prompt_mask: Any, *, max_new_tokens: int, temperature: float,
                      top_p: float, eos_ids: Sequence[int], pad_id: int, generator: Any) -> tuple[Any, Any, Any]:
-    """(response ids (B, T), response mask (B, T), ended (B,)) from the engine's sampler (softmax(logits /
-    temperature), nucleus-filtered, drawn with `generator`; finished rows stay in the batch). A row stops at its
-    first EOS (a real token; `pad_id` follows); T is the longest row, at most max_new_tokens."""
+    """(response ids (B, T), response mask (B, T), ended (B,)) from the engine (softmax(logits / temperature),
+    nucleus-filtered; row i seeded by the i-th draw from `generator`, so the rollout is fixed by the generator's
+    state, which the checkpoint keeps). A row stops at its first EOS (a real token; `pad_id` follows); T is the
+    longest row, at most max_new_tokens."""
     import torch
 
-    rows = decode_pruned(model, prompt_ids, prompt_mask, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                         do_sample=True, temperature=temperature, top_p=top_p, generator=generator,
-                         keep_finished=True)
+    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask, strict=True)]
+    seeds = torch.randint(0, 2**62, (len(prompts),), generator=generator, device=generator.device).tolist()
+    rows = decode(model, prompts, max_new_tokens=max_new_tokens, eos_ids=eos_ids, batch_size=len(prompts),
+                  sampling=Sampling(True, temperature, top_p), seeds=seeds, pad_id=pad_id)
     width = max(len(row) for row in rows)
     device = prompt_ids.device
     response_ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)

@@ -64,7 +64,8 @@ def _trainer_args(sft: SftConfig, seed: int, stage_dir: Path, has_eval: bool) ->
     from trl import SFTConfig
 
     return SFTConfig(**trainer_kwargs(sft, stage_dir, seed, has_eval), max_length=sft.max_length,
-                     completion_only_loss=True)
+                     completion_only_loss=True, group_by_length=sft.batching == "length_grouped",
+                     padding_free=sft.batching == "padding_free", include_num_input_tokens_seen="non_padding")
 
 
 def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed: int, stage_dir: Path, *,
@@ -111,6 +112,11 @@ def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed:
         "train_loss": result.training_loss, "eval_loss": final_eval.get("eval_loss"),
         "train_seconds": round(result.metrics.get("train_runtime", 0.0), 1),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+        # Real (non-padding) tokens, prompts included: what the forward and backward passes were spent on.
+        "train_tokens": trainer.state.num_input_tokens_seen,
+        "train_tokens_per_s": round(trainer.state.num_input_tokens_seen
+                                    / max(result.metrics.get("train_runtime", 0.0), 1e-9), 1),
+        "batching": sft.batching,
         "trainable_parameters": trainable,
         "precision": trained_precision(trainer),
     }
