@@ -1,7 +1,7 @@
 """Decoding speed against the machine's limit and the engines a user would otherwise pick, in one run.
 
     APIRL_DATA_DIR=../shared/data/gorilla .venv/bin/python benchmarks/decode_speed.py \\
-        [--model smollm2-135m] [--n 64] [--batch-size 32] [--max-new-tokens 256] [--out results/bench/decode.json]
+        [--model smollm2-135m] [--n 64] [--batch-size 64] [--max-new-tokens 256] [--out results/bench/decode.json]
 
 The same `--n` test prompts (training format, longest first), greedy, stop at EOS only, `--batch-size` rows at a
 time, through:
@@ -35,6 +35,9 @@ from apirl.data.dataset import build_examples, load_gorilla
 from apirl.hardware import describe
 from apirl.models.engine import GREEDY, decode, decode_batches, eos_token_ids
 from apirl.models.load import SMOLLM2, load_model, load_tokenizer, resolve_model, smollm2_gguf_path
+from apirl.rundir import git_commit
+
+_QUIET_LOG = None
 
 
 def cut(row: list[int], eos: set[int]) -> list[int]:
@@ -80,6 +83,9 @@ def llama_cpp_parallel(gguf: Path, prompts: list[list[int]], max_new_tokens: int
     import llama_cpp as lib
     import numpy as np
 
+    global _QUIET_LOG  # kept alive: llama.cpp calls it after this function returns
+    _QUIET_LOG = lib.llama_log_callback(lambda _level, _text, _data: None)
+    lib.llama_log_set(_QUIET_LOG, None)  # the loader prints thousands of lines otherwise
     lib.llama_backend_init()
     model = lib.llama_model_load_from_file(str(gguf).encode(), lib.llama_model_default_params())
     vocab_size = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
@@ -141,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=SMOLLM2)
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--skip", action="append", default=[], help="a decoder to leave out (repeatable)")
     parser.add_argument("--out", default="", help="also write the table here (JSON)")
@@ -213,7 +219,7 @@ def main() -> None:
                                for other in results if other != name}
     table = {"model": args.model, "n": args.n, "batch_size": size, "max_new_tokens": args.max_new_tokens,
              "prompt_tokens": sum(len(p) for p in prompts), "threads": torch.get_num_threads(), **describe(),
-             "date": time.strftime("%Y-%m-%d"), "limit": limit, "decoders": results}
+             "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "limit": limit, "decoders": results}
     print(json.dumps(table, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

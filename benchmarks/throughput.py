@@ -30,15 +30,16 @@ from apirl.data.dataset import build_examples, load_gorilla
 from apirl.hardware import describe, resolve_precision
 from apirl.models.generation import build_prompt, generate_batches
 from apirl.models.load import default_device, load_model, load_tokenizer, resolve_model
-from apirl.rundir import peak_memory_mb
+from apirl.rundir import git_commit, peak_memory_mb
 from apirl.train.config import lora_config
 from apirl.train.sft import _trainer_args
 
-MODES = ("padded", "length_grouped", "padding_free")
+MODES = ("padded", "length_grouped", "packed")
 
 
 class StepClock:
-    """A Trainer callback: each step's seconds and real tokens (the first step is a warm-up and not kept)."""
+    """A Trainer callback: each optimizer step's seconds and real tokens, from one step's end to the next (the
+    Trainer counts a batch's tokens before its `on_step_begin`); the first step is a warm-up and not kept."""
 
     def __init__(self) -> None:
         from transformers import TrainerCallback
@@ -46,16 +47,18 @@ class StepClock:
         clock = self
 
         class Callback(TrainerCallback):
-            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                clock.started, clock.tokens_before = time.perf_counter(), state.num_input_tokens_seen
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                clock.marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                clock.steps.append((time.perf_counter() - clock.started,
-                                    state.num_input_tokens_seen - clock.tokens_before))
+                clock.marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
         self.callback = Callback()
-        self.steps: list[tuple[float, int]] = []
-        self.started, self.tokens_before = 0.0, 0
+        self.marks: list[tuple[float, int]] = []
+
+    @property
+    def steps(self) -> list[tuple[float, int]]:
+        return [(t1 - t0, n1 - n0) for (t0, n0), (t1, n1) in zip(self.marks, self.marks[1:], strict=False)]
 
     def tokens_per_s(self) -> float:
         kept = self.steps[1:]
@@ -157,7 +160,7 @@ def main() -> None:
         "model": cfg.model.name, "config": args.config, "device": device, **describe(),
         "sft_precision": resolve_precision(cfg.sft.precision, device), "threads": torch.get_num_threads(),
         "sft_method": cfg.sft.method, "sft_batch_size": cfg.sft.batch_size, "sft_max_length": cfg.sft.max_length,
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
         "ceiling": {"tokens_per_s": round(ceiling, 1), "tokens_per_step": tokens}, "trainers": trainers,
     }
     if not args.no_generate:

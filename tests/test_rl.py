@@ -181,3 +181,29 @@ def test_exec_reward_is_one_for_code_that_runs() -> None:
     executor = FakeExecutor()
     assert exec_fn(executor, "bound")(["p", "q"], [GOOD, "<<<code>>>: 1 / 0"]) == [1.0, 0.0]
     assert executor.seen["0"].startswith("from transformers import pipeline")  # the code section, not the tags
+
+
+def test_grpo_rollouts_come_from_the_engine_seeded_by_the_step() -> None:
+    """GRPO's `rollout_func`: one completion per prompt (TRL repeats the prompts), each at most
+    max_completion_length tokens and ended by an EOS otherwise, the same at the same step, another at the next."""
+    from types import SimpleNamespace
+
+    from apirl.models.load import load_model, load_tokenizer, resolve_model
+    from apirl.train.grpo import engine_rollouts
+
+    source = resolve_model("tiny-random")
+    model, tokenizer = load_model(source), load_tokenizer(source)
+    trainer = SimpleNamespace(processing_class=tokenizer, model=model,
+                              args=SimpleNamespace(max_completion_length=6, temperature=1.0, top_p=1.0),
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+                              state=SimpleNamespace(global_step=0))
+    prompts = ["###Instruction: a\n###Output:"] * 3 + ["###Instruction: bb\n###Output:"] * 3
+    rollout = engine_rollouts(seed=5)
+    first = rollout(prompts, trainer)
+    assert first["prompt_ids"] == tokenizer(text=prompts)["input_ids"] and first["logprobs"] is None
+    assert len(first["completion_ids"]) == len(prompts)
+    assert all(len(row) == 6 or row[-1] == tokenizer.eos_token_id for row in first["completion_ids"])
+    assert len({tuple(row) for row in first["completion_ids"][:3]}) > 1  # a group samples different answers
+    assert rollout(prompts, trainer) == first
+    trainer.state.global_step = 1
+    assert rollout(prompts, trainer)["completion_ids"] != first["completion_ids"]

@@ -36,6 +36,17 @@ def test_pairs_with_a_bad_field_name_the_file_line_and_field(tmp_path: Path) -> 
         load_pairs(path, 0, seed=0)
 
 
+@pytest.mark.parametrize(("batching", "grouped", "packed"), [("length_grouped", True, False),
+                                                             ("packed", False, True), ("padded", False, False)])
+def test_batching_reaches_the_trainer(tmp_path: Path, batching: str, grouped: bool, packed: bool) -> None:
+    from apirl.train.config import SftConfig
+    from apirl.train.sft import _trainer_args
+
+    args = _trainer_args(SftConfig(batching=batching), 0, tmp_path, has_eval=False)
+    assert (args.group_by_length, args.packing, args.completion_only_loss) == (grouped, packed, True)
+    assert args.include_num_input_tokens_seen == "non_padding"  # the summary's real tokens
+
+
 def test_last_checkpoint_ignores_incomplete_ones(tmp_path: Path) -> None:
     for step, complete in ((2, True), (4, True), (6, False)):
         directory = tmp_path / f"checkpoint-{step}"
@@ -68,6 +79,7 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
     assert summary["steps"] == 6
     assert summary["precision"] == "fp32"  # TRL would turn on bf16 autocast on a CPU unless told otherwise
     assert summary["last_loss"] < summary["first_loss"]
+    assert summary["batching"] == "length_grouped" and 0 < summary["train_tokens"] <= 6 * 4 * 128
     assert (straight.stage_dir / "tensorboard").is_dir()
     assert any((straight.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
 

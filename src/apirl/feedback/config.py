@@ -44,7 +44,7 @@ class FeedbackConfig(StrictModel):
     temperature: float = Field(0.8, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)  # samples decoded together (see GenerateConfig.batch_size)
     prompts_limit: int = Field(0, ge=0)
     threshold: float = 6.0
     questions: list[str] = Field(default_factory=lambda: [q.key for q in QUESTIONS])

@@ -3,7 +3,7 @@
 The stage writes into `runs/<name>/feedback/`:
 
 - `samples.jsonl`: one row per completion (sample_id = "<example_id>:<k>", example_id, k, prompt, completion).
-  Resumable like `apirl generate`: finished batches are appended to `samples.jsonl.partial` under the
+  Resumable like `apirl generate`: finished samples are appended to `samples.jsonl.partial` under the
   sampling fingerprint (policy and its weights' hash, sampling settings, seed, prompts); a rerun generates
   only what is missing. The finished file is reused by later runs with the same fingerprint, so changing the
   judge re-judges the same samples instead of drawing new ones.

@@ -33,7 +33,8 @@ class GenerateConfig(StrictModel):
 
     split: Literal["train", "val", "test"] = "test"
     limit: int = Field(0, ge=0, description="Only the first N examples of the split (0: all).")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1, description="Rows decoded together (the engine refills a finished row's "
+                            "place from the queue); 64 measured fastest on 2 CPU cores.")
     max_new_tokens: int = Field(256, ge=1)
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)

@@ -5,7 +5,7 @@ The output is JSONL with `question_id` (null for examples that are not eval ques
 (the completion after `###Output:`), so `apirl eval responses FILE` scores it unchanged. Beside it,
 `FILE.meta.json` records the model, the config, the seed, versions and throughput.
 
-Resumable: finished batches are appended to `FILE.partial` as they complete, with the run's fingerprint in
+Resumable: finished answers are appended to `FILE.partial` as they complete, with the run's fingerprint in
 `FILE.partial.meta.json`; a rerun with the same fingerprint generates only what is missing, a different one
 starts over. The final file is written atomically and the partial files removed.
 """

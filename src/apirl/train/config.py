@@ -76,14 +76,16 @@ class SftConfig(TrainerFields, LoraFields):
     `train_limit` / `val_limit` > 0 train / validate on a seeded random subset (the quick presets).
 
     `batching`: `length_grouped` draws each batch from examples of similar length (the Trainer's
-    `group_by_length`), so little of a padded batch is padding; `padding_free` flattens a batch into one
-    sequence (TRL's `padding_free`; transformers then masks attention across examples from the position ids,
-    which on a CPU's SDPA computes the whole flattened square); `padded` is random batches.
-    `benchmarks/throughput.py` measures the three."""
+    `group_by_length`), so little of a padded batch is padding; `packed` is TRL's best-fit-decreasing packing,
+    padding-free: examples share rows of `max_length` tokens and a batch is one flattened sequence, each example
+    attending only to itself (transformers masks by the position ids; on a CPU's SDPA that mask is applied to
+    the whole flattened square, so attention costs more than in a padded batch); `padded` is random batches.
+    With `packed`, `batch_size` counts rows of `max_length` tokens, not examples. `benchmarks/throughput.py`
+    measures the three."""
 
     train_limit: int = Field(0, ge=0)
     val_limit: int = Field(0, ge=0)
-    batching: Literal["length_grouped", "padding_free", "padded"] = "length_grouped"
+    batching: Literal["length_grouped", "packed", "padded"] = "length_grouped"
 
 
 class RewardModelConfig(TrainerFields, LoraFields):

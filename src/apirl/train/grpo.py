@@ -4,9 +4,12 @@ function with its weight), and each completion's advantage is its reward against
 group mean, divided by a standard deviation (GRPO, `[grpo]`), or the mean of the *other* completions (RLOO,
 `[rloo]`). No value function, unlike PPO.
 
-Both trainers sample with `model.generate` from plain-format prompts (`###Instruction: ...\\n###Output:`), so a
-completion ends at M_SFT's EOS or at `max_completion_length`. With LoRA (`rl.method = "lora"`) the reference of
-the KL term is the policy with its adapters disabled; with `beta = 0` there is no reference at all.
+Both sample from plain-format prompts (`###Instruction: ...\\n###Output:`), so a completion ends at M_SFT's EOS
+or at `max_completion_length`: GRPO through apirl's engine (`apirl.models.engine.decode`, given to TRL as its
+`rollout_func`; each completion seeded by the run's seed, the step and its place in the batch, so a resumed run
+draws the same), RLOO with TRL's `model.generate` (TRL 1.16's RLOOTrainer takes no rollout function). With LoRA
+(`rl.method = "lora"`) the reference of the KL term is the policy with its adapters disabled; with `beta = 0`
+there is no reference at all.
 
 Outputs in `runs/<name>/<grpo|rloo>/`: `log.jsonl` (the Trainer's log history: reward per term, KL, entropy,
 clip ratio, completion length...), `tensorboard/`, `summary.json`, `model/` (LoRA merged). Checkpoints every
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,30 @@ def trainer_args(table: GroupFields, seed: int, stage_dir: Path) -> Any:
     return RLOOConfig(**common, normalize_advantages=table.normalize_advantages)
 
 
+def engine_rollouts(seed: int) -> Any:
+    """TRL's `rollout_func` for GRPO: one completion per prompt of the batch (TRL has already repeated each prompt
+    `num_generations` times), sampled by apirl's engine at the trainer's temperature, top-p and
+    `max_completion_length`. The old log-probabilities are left to TRL (`logprobs: None`): it computes them with
+    the same forward it trains with."""
+
+    def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
+        from apirl.models.engine import Sampling, decode, eos_token_ids
+        from apirl.models.generation import row_seed
+
+        tokenizer, args = trainer.processing_class, trainer.args
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        prompt_ids = tokenizer(text=prompts)["input_ids"]
+        step = trainer.state.global_step
+        seeds = [row_seed(seed, f"grpo:{step}:{i}") for i in range(len(prompts))]
+        completions = decode(model, prompt_ids, max_new_tokens=args.max_completion_length,
+                             eos_ids=eos_token_ids(model, tokenizer), batch_size=len(prompts),
+                             sampling=Sampling(True, args.temperature, args.top_p), seeds=seeds,
+                             pad_id=tokenizer.pad_token_id)
+        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
+
+    return rollout
+
+
 def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool = False,
                 callbacks: Sequence[Any] = (), fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run GRPO or RLOO and save the final policy into `stage_dir/model`; returns the summary (also
@@ -96,8 +124,11 @@ def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
     policy, tokenizer, source = load_policy(run)  # left padding, as TRL requires for sampling
+    extra: dict[str, Any] = {}
     if algorithm == "grpo":
         from trl import GRPOTrainer as Trainer
+
+        extra["rollout_func"] = engine_rollouts(run.seed)
     else:
         from trl import RLOOTrainer as Trainer
 
@@ -106,15 +137,18 @@ def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool
         funcs, weights = trl_reward_funcs(terms)
         args = trainer_args(table, run.seed, stage_dir)
         args.reward_weights = weights
-        trainer = Trainer(
-            model=policy,
-            reward_funcs=funcs,
-            args=args,
-            train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
-            processing_class=tokenizer,
-            peft_config=lora_config(run.rl),
-            callbacks=list(callbacks),
-        )
+        with warnings.catch_warnings():  # rollout_func is "experimental" in TRL: pinned by constraints.txt, tested
+            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            trainer = Trainer(
+                model=policy,
+                reward_funcs=funcs,
+                args=args,
+                train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                processing_class=tokenizer,
+                peft_config=lora_config(run.rl),
+                callbacks=list(callbacks),
+                **extra,
+            )
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     save_final_model(trainer.model, tokenizer, stage_dir / MODEL_DIR, run.rl.method == "lora")

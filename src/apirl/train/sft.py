@@ -65,7 +65,7 @@ def _trainer_args(sft: SftConfig, seed: int, stage_dir: Path, has_eval: bool) ->
 
     return SFTConfig(**trainer_kwargs(sft, stage_dir, seed, has_eval), max_length=sft.max_length,
                      completion_only_loss=True, group_by_length=sft.batching == "length_grouped",
-                     padding_free=sft.batching == "padding_free", include_num_input_tokens_seen="non_padding")
+                     packing=sft.batching == "packed", include_num_input_tokens_seen="non_padding")
 
 
 def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed: int, stage_dir: Path, *,
