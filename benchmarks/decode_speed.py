@@ -92,7 +92,8 @@ def llama_cpp_parallel(gguf: Path, prompts: list[list[int]], max_new_tokens: int
     params = lib.llama_context_default_params()
     longest = max(len(prompt) for prompt in prompts) + max_new_tokens
     params.n_ctx = longest * parallel
-    params.n_batch = params.n_ubatch = max(2048, longest + parallel)
+    # The first step holds every slot's whole prompt (prompts come longest first): the most one batch holds.
+    params.n_batch = params.n_ubatch = max(2048, sum(len(prompt) for prompt in prompts[:parallel]) + parallel)
     params.n_seq_max = parallel
     params.n_threads = params.n_threads_batch = threads
     context = lib.llama_init_from_model(model, params)

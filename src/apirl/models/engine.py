@@ -9,7 +9,8 @@ the batch (`decode_pruned`).
 Greedy decoding gives the tokens of `model.generate` (tested in float64; in float32 a different summation order
 may flip a near-tie, which `benchmarks/decode_speed.py` counts). Sampling (temperature, then top-p) draws each
 row from its own `torch.Generator` seeded by the caller, so a row's answer depends on its seed and prompt only:
-not on the batch size, on its neighbours, or on whether the run was resumed.
+not on the batch size, on its neighbours, or on whether the run was resumed (exactly so in float64; in float32
+the products' rounding depends on how many rows share a step, which can rarely flip a near-tied token).
 """
 
 from __future__ import annotations

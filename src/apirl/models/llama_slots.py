@@ -68,15 +68,17 @@ def fused(modules: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 class Product:
     """x (..., in) times a linear layer's weight (out, in).T, plus its bias, by the fastest kernel measured for a
-    decode step's few rows: on a CPU, oneDNN with the weight packed once for `rows` rows (its kernels are fp32 and
-    bf16), else (weight @ x.T).T, which the BLAS runs ~1.5-2x faster than `F.linear` at 16-64 rows; on a GPU
-    `F.linear`. Measured on the model's own matrices, AVX2, 2 threads, 32-64 rows: F.linear 27-40 GFLOP/s,
-    weight @ x.T 48-58, oneDNN packed 52-60 (a whole decode step 13% faster than weight @ x.T)."""
+    decode step's few rows: on a CPU, oneDNN with the weight packed once for `rows` rows (fp32; bf16 only where
+    oneDNN has bf16 kernels for the CPU: AVX-512 or AVX-NE-CONVERT), else (weight @ x.T).T, which the BLAS runs
+    ~1.5-2x faster than `F.linear` at 16-64 rows; on a GPU `F.linear`. Measured on the model's own matrices,
+    AVX2, 2 threads, 32-64 rows: F.linear 27-40 GFLOP/s, weight @ x.T 48-58, oneDNN packed 52-60 (a whole
+    decode step 13% faster than weight @ x.T)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> None:
         self.weight, self.bias, self.packed = weight, bias, None
-        if (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
-                and torch.backends.mkldnn.is_available()):
+        if weight.device.type == "cpu" and torch.backends.mkldnn.is_available() and (
+                weight.dtype == torch.float32
+                or (weight.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
 
     @property

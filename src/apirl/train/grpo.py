@@ -90,8 +90,8 @@ def trainer_args(table: GroupFields, seed: int, stage_dir: Path) -> Any:
 def engine_rollouts(seed: int) -> Any:
     """TRL's `rollout_func` for GRPO: one completion per prompt of the batch (TRL has already repeated each prompt
     `num_generations` times), sampled by apirl's engine at the trainer's temperature, top-p and
-    `max_completion_length`. The old log-probabilities are left to TRL (`logprobs: None`): it computes them with
-    the same forward it trains with."""
+    `max_completion_length`, ending at the ids TRL ends a completion at. The old log-probabilities are left to
+    TRL (`logprobs: None`): it computes them with the same forward it trains with."""
 
     def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
         from apirl.models.engine import Sampling, decode, eos_token_ids
@@ -103,7 +103,8 @@ def engine_rollouts(seed: int) -> Any:
         step = trainer.state.global_step
         seeds = [row_seed(seed, f"grpo:{step}:{i}") for i in range(len(prompts))]
         completions = decode(model, prompt_ids, max_new_tokens=args.max_completion_length,
-                             eos_ids=eos_token_ids(model, tokenizer), batch_size=len(prompts),
+                             eos_ids=getattr(trainer, "eos_token_ids", None) or eos_token_ids(model, tokenizer),
+                             batch_size=len(prompts),
                              sampling=Sampling(True, args.temperature, args.top_p), seeds=seeds,
                              pad_id=tokenizer.pad_token_id)
         return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None}
