@@ -119,7 +119,6 @@ class SlotDecoder:
     def __init__(self, model: Any, slots: int, capacity: int) -> None:
         inner = base_model(model)
         config = inner.config
-        self.config = config
         self.device = inner.lm_head.weight.device
         self.dtype = inner.lm_head.weight.dtype
         self.heads = config.num_attention_heads
@@ -140,13 +139,13 @@ class SlotDecoder:
         self.keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.values = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.lengths = torch.zeros(slots, dtype=torch.long, device=self.device)  # tokens cached per slot
-        self.capacity = capacity
         self.intermediate = config.intermediate_size
         self.q_width = self.heads * self.head_dim
         self.kv_width = self.kv_heads * self.head_dim
 
-    def _qkv(self, layer: Layer, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Queries, keys and values (rows, heads, tokens, head_dim) of `x` at `positions`, rotary applied."""
+    def _qkv(self, layer: Layer, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values (rows, heads, tokens, head_dim) of `x`, rotated by `rope` (the cos and sin of
+        the tokens' positions)."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         rows, tokens = x.shape[:2]
@@ -155,7 +154,7 @@ class SlotDecoder:
         q = q.reshape(rows, tokens, self.heads, self.head_dim).transpose(1, 2)
         k = k.reshape(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.reshape(rows, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = self._rope
+        cos, sin = rope
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return q, k, v
 
@@ -178,10 +177,10 @@ class SlotDecoder:
         ids = torch.tensor([token for prompt in prompts for token in prompt], device=self.device)[None]
         positions = torch.cat([torch.arange(length, device=self.device) for length in lengths])[None]
         x = self.embed(ids)
-        self._rope = self.rotary(x, positions)
+        rope = self.rotary(x, positions)
         group = self.heads // self.kv_heads
         for number, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, positions)
+            q, k, v = self._qkv(layer, x, rope)
             attended = []
             for slot, start, length in zip(slots, starts, lengths, strict=True):
                 span = slice(start, start + length)
@@ -206,9 +205,9 @@ class SlotDecoder:
         # Slot i sees its cached tokens and the new one: positions 0 .. positions[i].
         mask = (torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
         x = self.embed(tokens[:, None])
-        self._rope = self.rotary(x, positions[:, None])
+        rope = self.rotary(x, positions[:, None])
         for number, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, positions[:, None])
+            q, k, v = self._qkv(layer, x, rope)
             self.keys[number, index, :, positions] = k[:, :, 0]
             self.values[number, index, :, positions] = v[:, :, 0]
             keys = self.keys[number, :active, :, :span]
