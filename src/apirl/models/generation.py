@@ -2,8 +2,9 @@
 
 Prompt styles: `plain` is the training format (`###Instruction: ...\\n###Output:`), optionally preceded by solved
 examples (few-shot); `chat` puts the request in the tokenizer's chat template after a system message that
-describes the tagged answer (zero-shot for an instruct model). Generation is batched with left padding and
-the KV cache, greedy or sampled, and stops at EOS or when the model starts another example.
+describes the tagged answer (zero-shot for an instruct model). Generation runs through the engine
+(`apirl.models.engine.decode`), greedy or sampled with a seed per row, and stops at EOS or when the model starts
+another example.
 """
 
 from __future__ import annotations
