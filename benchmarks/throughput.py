@@ -150,7 +150,7 @@ def main() -> None:
         trainers[f"sft {mode}"] = {"tokens_per_s": round(clocks[mode].tokens_per_s(), 1),
                                    "real_tokens_per_step": clocks[mode].tokens_per_step()}
         print(f"sft {mode}", trainers[f"sft {mode}"], flush=True)
-    tokens = statistics.median(clock.tokens_per_step() for clock in clocks.values())
+    tokens = round(statistics.median(clock.tokens_per_step() for clock in clocks.values()))
     ceiling = ceiling_tokens_per_s(cfg, source, rows, tokens, args.train_steps)
     for row in trainers.values():
         row["fraction_of_ceiling"] = round(row["tokens_per_s"] / ceiling, 3)

@@ -132,7 +132,7 @@ def test_tiny_dataset_build_has_synthetic_examples_and_no_leak(tiny_data_dir, tm
     provenances = {ex.provenance for ex in splits["train"]}
     assert provenances == {"apibench-eval", "synthetic-apidb"}
     # The fill-mask API row's example code... is synthesized; the test question's instruction never is.
-    assert all("missing word" not in ex.prompt for ex in splits["train"])
+    assert all("Complete the sentence with the missing word." not in ex.prompt for ex in splits["train"])
     stats = data_stats(data, splits)
     assert stats["eval_records"]["skipped"] == 1 and stats["splits"]["test"]["examples"] == 1
 
@@ -171,11 +171,114 @@ def test_a_synthesized_request_never_names_the_model_whatever_the_hash_seed():
     """The full id is replaced before its short name: the other order left "neulab/the model", and a set's
     order (the old code's) changed from one process to the next, and with it the train split."""
     from apirl.data.apidb import ApiRow
-    from apirl.data.synth import synthesize_instruction
+    from apirl.data.synth import synthesize_instructions
 
     row = ApiRow(index=0, domain="Natural Language Processing Table Question Answering", framework="Hugging Face",
                  functionality="Table-based QA", api_name="neulab/omnitab-large",
                  api_call="AutoModelForSeq2SeqLM.from_pretrained('neulab/omnitab-large')",
                  description="OmniTab is a QA model. neulab/omnitab-large is initialized with tapex.")
-    text = synthesize_instruction(row)
-    assert "omnitab-large" not in text and "neulab" not in text and "the model is initialized" in text
+    texts = synthesize_instructions(row, 10)
+    assert not any("omnitab-large" in text or "neulab" in text for text in texts)
+    assert any("The model is initialized" in text for text in texts)
+
+
+def _row(**fields):
+    from apirl.data.apidb import ApiRow
+
+    base = dict(index=3, domain="Computer Vision Depth Estimation", framework="Hugging Face Transformers",
+                functionality="Depth Estimation", api_name="org/dpt-depth-7",
+                api_call="AutoModel.from_pretrained('org/dpt-depth-7')", api_arguments="image",
+                performance={"dataset": "NYU Depth V2", "accuracy": "0.9"},
+                description="A monocular depth model. It predicts relative depth for every pixel of a photo.")
+    return ApiRow(**{**base, **fields})
+
+
+def test_synthesized_requests_are_distinct_seeded_and_avoid_what_other_rows_took():
+    from apirl.data.synth import DOMAIN_GOALS, synthesize_instructions
+
+    row = _row()
+    texts = synthesize_instructions(row, 10)
+    assert len(texts) == len(set(texts)) == 10
+    assert texts == synthesize_instructions(row, 10)  # the same arguments, the same requests
+    assert texts != synthesize_instructions(row, 10, seed=1)
+    assert any(goal in text for text in texts for goal in DOMAIN_GOALS[row.domain])
+    assert any("NYU Depth V2" in text for text in synthesize_instructions(row, 30))  # the row's own facts
+    others = synthesize_instructions(row, 10, taken=set(texts[:5]))
+    assert not set(others) & set(texts[:5]) and len(others) == 10
+
+
+def test_a_plain_word_as_the_short_name_does_not_block_every_request():
+    """`duncan93/video`: "video" is in every text-to-video request; only the full id is forbidden."""
+    from apirl.data.synth import synthesize_instructions
+
+    row = _row(domain="Multimodal Text-to-Video", api_name="duncan93/video",
+               api_call="BaseModel.from_pretrained('duncan93/video')", description="")
+    texts = synthesize_instructions(row, 5)
+    assert len(texts) == 5 and not any("duncan93" in text for text in texts)
+
+
+def test_synthesized_code_puts_the_call_before_an_example_that_leaves_it_out():
+    from apirl.data.synth import synthesize_code
+
+    row = _row(api_call="pipeline('depth-estimation', model='org/dpt-depth-7')",
+               example_code="depth(image='room.jpg')")
+    assert synthesize_code(row) == ("from transformers import pipeline\n"
+                                    "depth = pipeline('depth-estimation', model='org/dpt-depth-7')\n"
+                                    "depth(image='room.jpg')")
+    complete = "from transformers import pipeline\nd = pipeline('depth-estimation', model='org/dpt-depth-7')"
+    assert synthesize_code(_row(api_call=row.api_call, example_code=complete)) == complete
+    assert synthesize_code(row, use_example=False) == ("from transformers import pipeline\n"
+                                                       "model = pipeline('depth-estimation', model='org/dpt-depth-7')")
+
+
+def test_near_duplicates_of_a_test_request_are_caught_and_others_are_not():
+    from apirl.data.splits import TrigramIndex, assert_no_near_duplicates
+
+    test = [("eval-1", "We are building an app to summarize long articles for users. We need a solution to create "
+                       "a condensed summary of the given text.")]
+    copy_plus = test[0][1] + " Please show the code."
+    reworded = test[0][1].replace("long articles", "lengthy news stories")
+    unrelated = "Help me summarize long texts. Our inputs are: text."
+    index = TrigramIndex(test)
+    assert index.closest(copy_plus).score >= 0.5 and index.closest(reworded).score >= 0.5
+    assert index.closest(unrelated).score < 0.2
+    with pytest.raises(AssertionError, match="apidb-1-0 is a near-duplicate of test example eval-1"):
+        assert_no_near_duplicates([("apidb-1-0", copy_plus)], test)
+    assert_no_near_duplicates([("apidb-1-0", unrelated)], test)
+
+
+@pytest.mark.integration
+def test_ten_requests_per_api_reach_train_and_a_near_duplicate_one_is_dropped(real_data_dir, monkeypatch):
+    import apirl.data.dataset as dataset
+
+    cfg = load_config(overrides=[f'data.data_dir="{real_data_dir}"', "data.synthesized_per_api=10"])
+    data = load_gorilla(cfg.data)
+    splits = build_examples(data, cfg.data)
+    synthesized = [ex for ex in splits["train"] if ex.provenance == "synthetic-apidb"]
+    assert len({ex.prompt for ex in synthesized}) == len(synthesized) > 9000
+    assert splits.dropped_for_leakage.get("train/synthetic-apidb/near-duplicate", 0) == 0
+
+    test_request = data.records[splits["test"][0].question_id].instruction
+    real = dataset.synthesize_instructions
+
+    def leaky(row, count, seed=0, taken=frozenset()):
+        return [test_request + " Show the code."] if row.index == 0 else real(row, count, seed, taken)
+
+    monkeypatch.setattr(dataset, "synthesize_instructions", leaky)
+    leaked = build_examples(data, cfg.data)
+    assert leaked.dropped_for_leakage["train/synthetic-apidb/near-duplicate"] == 1
+    assert not any(ex.example_id == "apidb-0-0" for ex in leaked["train"])
+
+
+@pytest.mark.integration
+def test_the_domain_floor_of_a_bag_of_words_classifier(real_data_dir):
+    from apirl.evaluate.floor import domain_floors
+
+    cfg = load_config(overrides=[f'data.data_dir="{real_data_dir}"'])
+    splits = build_examples(load_gorilla(cfg.data), cfg.data)
+    floors = domain_floors(splits["train"], splits["test"], samples=50)
+    for floor in floors.values():
+        assert 0.4 < floor["domain_accuracy"] < 0.8 and floor["test_questions"] == 272
+        low, high = floor["ci"]
+        assert low <= floor["domain_accuracy"] <= high
+        assert sum(floor["hits"].values()) == round(floor["domain_accuracy"] * 272)

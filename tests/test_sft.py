@@ -74,27 +74,40 @@ def test_smoke_sft_loss_falls_and_a_killed_run_resumes_to_the_same_weights(real_
 
     from apirl.models.load import resolve_model
 
-    straight = stage_sft(smoke_config(real_data_dir, tmp_path, "straight"))
+    curve = ("sft.curve_steps=2", "sft.curve_limit=4", "sft.curve_max_new_tokens=8")
+    straight = stage_sft(smoke_config(real_data_dir, tmp_path, "straight", *curve))
     summary = json.loads((straight.stage_dir / "summary.json").read_text())
+    # The learning curve: before the first step and every 2 steps, in the summary, the curve file and the log.
+    assert [row["step"] for row in summary["curve"]] == [0, 2, 4, 6]
+    assert all(row["n"] == 4 and 0 <= row["val_hallucination"] <= 1 for row in summary["curve"])
+    log = [json.loads(line) for line in (straight.stage_dir / "log.jsonl").read_text().splitlines()]
+    assert sum("val_ast_accuracy" in row for row in log) == 4
     assert summary["steps"] == 6
-    assert summary["precision"] == "fp32"  # TRL would turn on bf16 autocast on a CPU unless told otherwise
+    from apirl.hardware import resolve_precision
+
+    # "auto": bf16 autocast only where the CPU has native bf16 (TRL would turn it on on any CPU if not told)
+    assert summary["precision"] == resolve_precision("auto", "cpu")
     assert summary["last_loss"] < summary["first_loss"]
     assert summary["batching"] == "length_grouped" and 0 < summary["train_tokens"] <= 6 * 4 * 128
     assert (straight.stage_dir / "tensorboard").is_dir()
     assert any((straight.stage_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
-    config = smoke_config(real_data_dir, tmp_path, "killed")
+    config = smoke_config(real_data_dir, tmp_path, "killed", *curve)
     with pytest.raises(KeyboardInterrupt):
         stage_sft(config, callbacks=[KillAtStep(3)])
     checkpoints = config.layout.root / "sft" / "checkpoints"
     assert last_checkpoint(checkpoints).name == "checkpoint-2"
     with pytest.raises(InputError, match="--resume"):
         stage_sft(config)  # never silently throw away an interrupted run
-    changed = smoke_config(real_data_dir, tmp_path, "killed", "sft.learning_rate=0.01")
+    changed = smoke_config(real_data_dir, tmp_path, "killed", *curve, "sft.learning_rate=0.01")
     with pytest.raises(InputError, match="different config"):
         stage_sft(changed, resume=True)  # nor continue it with other settings
     resumed = stage_sft(config, resume=True)
-    assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
+    resumed_summary = json.loads((resumed.stage_dir / "summary.json").read_text())
+    assert resumed_summary["resumed_from"] == "checkpoint-2"
+    # The point written at step 2 is kept, none past the checkpoint is doubled, and the curve is the same.
+    assert resumed_summary["curve"] == [{**row, "seconds": r["seconds"]}
+                                        for row, r in zip(summary["curve"], resumed_summary["curve"], strict=True)]
     assert not checkpoints.exists()  # optimizer states are dropped once the final model is saved
 
     a, b = weights(straight.stage_dir / "model"), weights(resumed.stage_dir / "model")

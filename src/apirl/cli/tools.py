@@ -128,6 +128,34 @@ def eval_gorilla_cmd(
     print(results_table(results))
 
 
+@eval_app.command("floor")
+@friendly_errors
+def eval_floor_cmd(
+    out: Annotated[Path | None, typer.Option(help="Also write the floors (with per-question hits) here.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """The domain floor: TF-IDF + logistic regression on the train requests, domain accuracy on test."""
+    import json
+
+    from apirl.data.dataset import build_examples, load_gorilla
+    from apirl.evaluate.floor import domain_floors
+
+    cfg = run_config(config, set_)
+    splits = build_examples(load_gorilla(cfg.data), cfg.data)
+    floors = domain_floors(splits["train"], splits["test"], samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(floors, indent=2) + "\n", encoding="utf-8")
+    if as_json:
+        print_json({name: {k: v for k, v in floor.items() if k != "hits"} for name, floor in floors.items()})
+        return
+    for name, floor in floors.items():
+        low, high = floor["ci"]
+        print(f"{name}: {floor['train_examples']} training requests -> gold domain of "
+              f"{100 * floor['domain_accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] of "
+              f"{floor['test_questions']} test questions")
+
+
 @eval_app.command("compare")
 @friendly_errors
 def eval_compare_cmd(

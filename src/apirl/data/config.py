@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from apirl.config_base import StrictModel
+from apirl.data.splits import NEAR_DUPLICATE_OVERLAP
 
 
 class DataConfig(StrictModel):
@@ -14,6 +16,12 @@ class DataConfig(StrictModel):
 
     `data_dir` defaults to the `APIRL_DATA_DIR` environment variable. The split fractions only matter when the
     split files are (re)generated with `apirl data split`; every run reads the committed id lists.
+
+    `synthesized_per_api` distinct requests are written per API database row (`apirl.data.synth`, seeded by
+    `synthesis_seed`) when `synthesize_from_api_db` is on, with `full` or `compact` answers (one sentence of
+    explanation, short code: `apirl.data.synth.synthesize_output`). A training or val request whose word
+    trigrams have a Jaccard similarity of `near_duplicate_overlap` or more with a test request's
+    (`apirl.data.splits.NEAR_DUPLICATE_OVERLAP`) is dropped, and the build asserts that none is left.
     """
 
     data_dir: Path | None = None
@@ -22,6 +30,10 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.10, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.30, gt=0.0, lt=1.0)
     synthesize_from_api_db: bool = True
+    synthesized_per_api: int = Field(1, ge=1, le=50)
+    synthesized_answer: Literal["full", "compact"] = "full"
+    synthesis_seed: int = 0
+    near_duplicate_overlap: float = Field(NEAR_DUPLICATE_OVERLAP, gt=0.0, le=1.0)
     strict: bool = False
 
     @model_validator(mode="after")

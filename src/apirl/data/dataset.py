@@ -19,11 +19,18 @@ from typing import Any
 from apirl.data.apidb import ApiDatabase, load_api_database
 from apirl.data.config import DataConfig
 from apirl.data.paths import GorillaPaths, resolve_data_dir
-from apirl.data.prompts import format_prompt, format_target
+from apirl.data.prompts import PROMPT_INPUT, PROMPT_INSTRUCTION, format_prompt, format_target
 from apirl.data.questions import load_questions
 from apirl.data.records import ApiBenchRecord, ParseIssue, load_apibench
-from apirl.data.splits import SPLITS, assert_no_test_leak, normalize_instruction, read_splits
-from apirl.data.synth import synthesize_instruction, synthesize_output
+from apirl.data.splits import (
+    SPLITS,
+    TrigramIndex,
+    assert_no_near_duplicates,
+    assert_no_test_leak,
+    normalize_instruction,
+    read_splits,
+)
+from apirl.data.synth import synthesize_instructions, synthesize_output
 from apirl.errors import InputError
 
 PROVENANCE_EVAL = "apibench-eval"
@@ -103,22 +110,34 @@ def _example(record: ApiBenchRecord, split: str, provenance: str, prefix: str) -
     )
 
 
-def synthesized_examples(api_db: ApiDatabase) -> list[Example]:
+def synthesized_examples(api_db: ApiDatabase, per_api: int = 1, seed: int = 0,
+                         avoid_code: frozenset[str] = frozenset(), style: str = "full") -> list[Example]:
+    """`per_api` examples per database row, `apidb-<row>-<k>`, all with the row's answer; no request is written
+    for two rows. A row whose example code is in `avoid_code` (normalised test gold code: some test questions'
+    answers are their row's example) gets code written from its call instead. `style`: the answer's, see
+    `synthesize_output`."""
     examples = []
+    taken: set[str] = set()
     for row in api_db:
-        output = synthesize_output(row)
-        examples.append(Example(
-            example_id=f"apidb-{row.index}",
-            split="train",
-            provenance=PROVENANCE_SYNTH,
-            question_id=None,
-            prompt=format_prompt(synthesize_instruction(row)),
-            target=format_target(output),
-            domain=row.domain,
-            api_name=row.api_name,
-            api_call=row.api_call,
-            complete=True,
-        ))
+        output = synthesize_output(row, style=style)
+        if normalize_instruction(output.code or "") in avoid_code:
+            output = synthesize_output(row, use_example=False, style=style)
+        target = format_target(output)
+        instructions = synthesize_instructions(row, per_api, seed, taken)
+        taken.update(instructions)
+        for k, instruction in enumerate(instructions):
+            examples.append(Example(
+                example_id=f"apidb-{row.index}-{k}",
+                split="train",
+                provenance=PROVENANCE_SYNTH,
+                question_id=None,
+                prompt=format_prompt(instruction),
+                target=target,
+                domain=row.domain,
+                api_name=row.api_name,
+                api_call=row.api_call,
+                complete=True,
+            ))
     return examples
 
 
@@ -154,20 +173,28 @@ def build_examples(data: GorillaData, config: DataConfig) -> Splits:
                                  path=Path(config.split_dir) / f"{name}.txt")
             splits[name] = [_example(data.records[qid], name, PROVENANCE_EVAL, "eval") for qid in qids]
     if config.synthesize_from_api_db:
-        splits["train"].extend(synthesized_examples(data.api_db))
-    dropped = _drop_and_check_leaks(splits, data)
+        test_code = frozenset(normalize_instruction(data.records[ex.question_id].output.code or "")
+                              for ex in splits["test"] if ex.question_id is not None) - {""}
+        splits["train"].extend(synthesized_examples(data.api_db, config.synthesized_per_api,
+                                                    config.synthesis_seed, test_code, config.synthesized_answer))
+    dropped = _drop_and_check_leaks(splits, data, config.near_duplicate_overlap)
     return Splits(splits, dropped)
 
 
-def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData) -> dict[str, int]:
-    """Drop training examples that repeat a test instruction or test gold code, then assert none is left.
+def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData, near_duplicate: float
+                          ) -> dict[str, int]:
+    """Drop training and val examples that repeat a test instruction or test gold code, or whose request is a
+    near-duplicate of a test request (`near_duplicate` of word trigrams shared), then assert none is left.
 
-    Returns how many were dropped per (split, provenance). Identical gold code in two questions is a
-    near-duplicate question, so the conservative choice is to keep it only on the test side.
+    Returns how many were dropped per (split, provenance[, "near-duplicate"]). Identical gold code in two
+    questions is a near-duplicate question, so the conservative choice is to keep it only on the test side.
     """
     test_records = [data.records[ex.question_id] for ex in splits["test"] if ex.question_id is not None]
     test_instr = {normalize_instruction(r.instruction) for r in test_records}
     test_code = {normalize_instruction(r.output.code or "") for r in test_records} - {""}
+    test_side = [(ex.example_id, _instruction_of(ex)) for ex in splits["test"]]
+    test_requests = [(ex.example_id, _request_of(ex)) for ex in splits["test"]]
+    index = TrigramIndex(test_requests)
     dropped: Counter[str] = Counter()
     for name in ("train", "val"):
         kept = []
@@ -176,17 +203,25 @@ def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData) -
                             or normalize_instruction(_code_of(ex)) in test_code)
             if repeats_test:
                 dropped[f"{name}/{ex.provenance}"] += 1
+            elif index.closest(_request_of(ex)).score >= near_duplicate:
+                dropped[f"{name}/{ex.provenance}/near-duplicate"] += 1
             else:
                 kept.append(ex)
         splits[name] = kept
     train_side = [(ex.example_id, _instruction_of(ex)) for name in ("train", "val") for ex in splits[name]]
-    test_side = [(ex.example_id, _instruction_of(ex)) for ex in splits["test"]]
     assert_no_test_leak(train_side, test_side)
+    assert_no_near_duplicates([(ex.example_id, _request_of(ex)) for name in ("train", "val") for ex in splits[name]],
+                              test_requests, near_duplicate)
     return dict(sorted(dropped.items()))
 
 
 def _instruction_of(example: Example) -> str:
     return example.prompt.split("\n###Output:", 1)[0]
+
+
+def _request_of(example: Example) -> str:
+    """The instruction (and input) without the prompt's `###` cues, which every request shares."""
+    return _instruction_of(example).replace(PROMPT_INSTRUCTION, " ").replace(PROMPT_INPUT, " ")
 
 
 def _code_of(example: Example) -> str:

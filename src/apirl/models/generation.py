@@ -98,12 +98,14 @@ def row_seed(seed: int, key: str) -> int:
 
 def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config: GenerateConfig, *,
                      seed: int, keys: Sequence[str] | None = None, add_special_tokens: bool = True,
-                     on_batch: Callable[[list[int], list[str], int], None]) -> GenerationStats:
+                     extra_stops: Sequence[str] = (), on_batch: Callable[[list[int], list[str], int], None]
+                     ) -> GenerationStats:
     """Generate a completion for every prompt; `on_batch(indices, texts, new_tokens)` as rows finish.
 
     Prompts are decoded longest first by `apirl.models.engine` (`config.batch_size` rows at a time, each
     finished row's place taken by the next prompt). When sampling, row i draws from its own generator seeded by
     `seed` and `keys[i]` (default: its index), so a rerun with the same prompts and config is identical.
+    `extra_stops` end a row too (its text keeps them), e.g. the learning curve's stop after the call.
     """
     import time
 
@@ -115,9 +117,11 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
     encoded = [tokenizer(prompts[i], add_special_tokens=add_special_tokens)["input_ids"] for i in order]
     seeds = [row_seed(seed, keys[i] if keys is not None else str(i)) for i in order]
 
+    stops = (*STOP_STRINGS, *extra_stops)
+
     def stopped(tokens: list[int]) -> bool:
         tail = tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=True)
-        return any(stop in tail for stop in STOP_STRINGS)
+        return any(stop in tail for stop in stops)
 
     stats = GenerationStats()
     started = time.perf_counter()

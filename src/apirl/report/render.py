@@ -279,6 +279,12 @@ def sft_section(run: RunData) -> Section:
     image = plots.loss_curves(run.sft_log or [], "SFT loss")
     if image:
         section.blocks.append(Plot("SFT loss against the step (sft/log.jsonl)", image))
+    curve = plots.curve_panels(run.sft_log or [], "Learning curve on val (greedy, up to the call)",
+                               [("Gorilla mode", ("val_ast_accuracy", "val_hallucination")),
+                                ("strict mode", ("val_strict_accuracy",))])
+    if curve:
+        section.blocks.append(Plot("AST accuracy, hallucination and strict accuracy of the val answers against the "
+                                   "step (sft/log.jsonl, sft/curve.jsonl)", curve))
     if run.sft_summary:
         section.blocks.append(scalar_table(run.sft_summary))
     return section

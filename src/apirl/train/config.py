@@ -81,11 +81,19 @@ class SftConfig(TrainerFields, LoraFields):
     attending only to itself (transformers masks by the position ids; on a CPU's SDPA that mask is applied to
     the whole flattened square, so attention costs more than in a padded batch); `padded` is random batches.
     With `packed`, `batch_size` counts rows of `max_length` tokens, not examples. `benchmarks/throughput.py`
-    measures the three."""
+    measures the three.
+
+    `curve_steps` > 0 draws the learning curve (`apirl.train.curve`): before the first step and every
+    `curve_steps` steps, greedy answers to the val questions (the first `curve_limit`; 0 = all, decoded up to
+    `curve_max_new_tokens` tokens) scored for AST accuracy, hallucination and strict accuracy."""
 
     train_limit: int = Field(0, ge=0)
     val_limit: int = Field(0, ge=0)
     batching: Literal["length_grouped", "packed", "padded"] = "length_grouped"
+    curve_steps: int = Field(0, ge=0)
+    curve_limit: int = Field(0, ge=0)
+    curve_max_new_tokens: int = Field(96, ge=8)
+    curve_batch_size: int = Field(64, ge=1)
 
 
 class RewardModelConfig(TrainerFields, LoraFields):

@@ -17,8 +17,9 @@ import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from apirl.data.stage import read_catalog, read_examples
 from apirl.errors import InputError
 from apirl.jsonl import iter_jsonl
 from apirl.models.config import ModelConfig
@@ -36,6 +37,9 @@ from apirl.train.checkpoints import (
     write_summary,
 )
 from apirl.train.config import SftConfig, lora_config
+
+if TYPE_CHECKING:
+    from apirl.train.curve import ValCurve
 
 STAGE = "sft"
 
@@ -68,6 +72,21 @@ def _trainer_args(sft: SftConfig, seed: int, stage_dir: Path, has_eval: bool) ->
                      packing=sft.batching == "packed", include_num_input_tokens_seen="non_padding")
 
 
+def _val_curve(sft: SftConfig, layout: RunLayout, tokenizer: Any, stage_dir: Path) -> ValCurve | None:
+    """The learning curve's callback, when `curve_steps` asks for one and val has eval questions to score."""
+    if not sft.curve_steps:
+        return None
+    from apirl.train.curve import CURVE_FILE, ValCurve
+
+    examples = [ex for ex in read_examples(layout, "val") if ex.question_id is not None]
+    examples = examples[: sft.curve_limit] if sft.curve_limit else examples
+    if not examples:
+        return None
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    return ValCurve(examples, read_catalog(layout), tokenizer, stage_dir / CURVE_FILE, every=sft.curve_steps,
+                    max_new_tokens=sft.curve_max_new_tokens, batch_size=sft.curve_batch_size)
+
+
 def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed: int, stage_dir: Path, *,
               resume: bool = False, callbacks: Sequence[Any] = (), fingerprint: dict[str, Any] | None = None
               ) -> dict[str, Any]:
@@ -87,6 +106,7 @@ def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed:
     tokenizer = load_tokenizer(source)
     tokenizer.padding_side = "right"
     model = load_model(source)  # fp32; an error loading it names `model.name`
+    curve = _val_curve(sft, layout, tokenizer, stage_dir)
     trainer = SFTTrainer(
         model=model,
         args=_trainer_args(sft, seed, stage_dir, has_eval=bool(val_rows)),
@@ -94,8 +114,10 @@ def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed:
         eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(sft),
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *([curve] if curve else [])],
     )
+    if curve:
+        curve.attach(trainer)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_eval = trainer.evaluate() if val_rows else {}
 
@@ -119,6 +141,7 @@ def train_sft(sft: SftConfig, model_table: ModelConfig, layout: RunLayout, seed:
         "batching": sft.batching,
         "trainable_parameters": trainable,
         "precision": trained_precision(trainer),
+        "curve": curve.rows() if curve else None,
     }
     write_summary(stage_dir, summary)
     shutil.rmtree(checkpoints)  # ~3x the model's size each (optimizer states); the final model is what stays
