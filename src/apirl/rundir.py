@@ -16,6 +16,7 @@ import json
 import platform
 import re
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -282,6 +283,7 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
         "stage": stage_dir.name,
         "versions": package_versions(),
         "git_commit": git_commit(Path(__file__).parent),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "outputs": {str(p.relative_to(stage_dir)): file_sha256(p) for p in outputs},
         "wall_time_s": round(time.perf_counter() - started, 3),
         "peak_memory_mb": peak_memory_mb(),

@@ -254,6 +254,24 @@ def report_cmd(
         console.print(f"wrote {files.markdown} and {files.html}")
 
 
+@app.command("export")
+@friendly_errors
+def export_cmd(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Default: results/<name>.")] = None,
+    labels: Annotated[list[str] | None, typer.Option("--label", help="A scored model of the run (eval/<label>.json); "
+                                                     "default: every one.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Copy a run's scored results (responses, per-question details, summaries, the SFT curve) and a meta.json
+    (commit, config, seed, command and wall time of every stage) into results/, the evidence to commit."""
+    from apirl.report.export import export_results
+
+    cfg = run_config(config, set_)
+    target = out or Path("results") / cfg.name
+    meta = export_results(cfg.layout, target, config=cfg.model_dump(mode="json"), labels=labels)
+    console.print(f"exported {len(meta['files'])} files of {', '.join(meta['models'])} to {target}")
+
+
 @contextmanager
 def _judge_errors() -> Iterator[None]:
     """A judge server that is down or refuses requests: one line (what to check) instead of a traceback."""
