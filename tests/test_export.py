@@ -25,7 +25,9 @@ def test_export_copies_each_scored_model_and_records_every_stage(tmp_path: Path)
     _write(layout.eval_details("sft"), '{"question_id": 1}\n')
     _write(layout.eval_details("Gorilla-7B FT 0_shot"), '{"question_id": 1}\n')
     _write(layout.gorilla_summaries, "[]\n")
+    _write(layout.root / "eval" / "manifest.json", "{}\n")  # the stage's, not a model's
     _write(layout.stage("sft") / "curve.jsonl", '{"step": 0}\n')
+    _write(layout.stage("sft") / "summary.json", '{"steps": 6}\n')
     _write(layout.stage("sft") / "manifest.json", json.dumps(
         {"config": {"sft": {"epochs": 1}}, "seed": 0, "command": "apirl sft -c configs/x.toml",
          "git_commit": "abc", "wall_time_s": 12.5, "outputs": {}}))
@@ -33,9 +35,12 @@ def test_export_copies_each_scored_model_and_records_every_stage(tmp_path: Path)
     meta = export_results(layout, out, config={"name": "demo"})
     assert meta["models"] == ["sft"]
     assert (out / "sft.responses.jsonl").read_text() == '{"question_id": 1, "text": "a"}\n'
-    for name in ("sft.details.jsonl", "sft.summary.json", "sft.generate.json", "gorilla.json", "sft.curve.jsonl",
+    for name in ("sft.details.jsonl", "sft.generate.json", "gorilla.json", "sft.curve.jsonl",
                  "Gorilla-7B_FT_0_shot.jsonl"):
         assert (out / name).is_file(), name
+    # The model's evaluation and the SFT stage's summary are two files.
+    assert json.loads((out / "sft.summary.json").read_text()) == {"accuracy": 0.5}
+    assert json.loads((out / "sft.training.json").read_text()) == {"steps": 6}
     written = json.loads((out / "meta.json").read_text())
     assert written["stages"]["sft"] == {"config": {"sft": {"epochs": 1}}, "seed": 0,
                                         "command": "apirl sft -c configs/x.toml", "git_commit": "abc",

@@ -274,6 +274,7 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
     previous_outputs = set((read_manifest(stage_dir) or {}).get("outputs") or {})
     (stage_dir / MANIFEST).unlink(missing_ok=True)
     started = time.perf_counter()
+    commit = git_commit(Path(__file__).parent)  # the code that runs: a long stage may end after a new commit
     output = work(stage_dir, expected)
     outputs = [Path(p) if Path(p).is_absolute() else stage_dir / p for p in output.files]
     for stale in previous_outputs - {str(p.relative_to(stage_dir)) for p in outputs}:
@@ -282,7 +283,7 @@ def run_stage(stage_dir: str | Path, *, config: dict[str, Any], seed: int, input
         **expected,
         "stage": stage_dir.name,
         "versions": package_versions(),
-        "git_commit": git_commit(Path(__file__).parent),
+        "git_commit": commit,
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "outputs": {str(p.relative_to(stage_dir)): file_sha256(p) for p in outputs},
         "wall_time_s": round(time.perf_counter() - started, 3),

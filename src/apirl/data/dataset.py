@@ -173,12 +173,17 @@ def build_examples(data: GorillaData, config: DataConfig) -> Splits:
                                  path=Path(config.split_dir) / f"{name}.txt")
             splits[name] = [_example(data.records[qid], name, PROVENANCE_EVAL, "eval") for qid in qids]
     if config.synthesize_from_api_db:
-        test_code = frozenset(normalize_instruction(data.records[ex.question_id].output.code or "")
-                              for ex in splits["test"] if ex.question_id is not None) - {""}
         splits["train"].extend(synthesized_examples(data.api_db, config.synthesized_per_api,
-                                                    config.synthesis_seed, test_code, config.synthesized_answer))
+                                                    config.synthesis_seed, _test_gold_code(splits, data),
+                                                    config.synthesized_answer))
     dropped = _drop_and_check_leaks(splits, data, config.near_duplicate_overlap)
     return Splits(splits, dropped)
+
+
+def _test_gold_code(splits: dict[str, list[Example]], data: GorillaData) -> frozenset[str]:
+    """The normalised gold code sections of the test questions."""
+    return frozenset(normalize_instruction(data.records[ex.question_id].output.code or "")
+                     for ex in splits["test"] if ex.question_id is not None) - {""}
 
 
 def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData, near_duplicate: float
@@ -189,9 +194,9 @@ def _drop_and_check_leaks(splits: dict[str, list[Example]], data: GorillaData, n
     Returns how many were dropped per (split, provenance[, "near-duplicate"]). Identical gold code in two
     questions is a near-duplicate question, so the conservative choice is to keep it only on the test side.
     """
-    test_records = [data.records[ex.question_id] for ex in splits["test"] if ex.question_id is not None]
-    test_instr = {normalize_instruction(r.instruction) for r in test_records}
-    test_code = {normalize_instruction(r.output.code or "") for r in test_records} - {""}
+    test_instr = {normalize_instruction(data.records[ex.question_id].instruction)
+                  for ex in splits["test"] if ex.question_id is not None}
+    test_code = _test_gold_code(splits, data)
     test_side = [(ex.example_id, _instruction_of(ex)) for ex in splits["test"]]
     test_requests = [(ex.example_id, _request_of(ex)) for ex in splits["test"]]
     index = TrigramIndex(test_requests)

@@ -3,8 +3,9 @@
 `apirl export RUN_DIR --out results/<preset>` copies, for every model the run scored, its responses
 (`<label>.responses.jsonl`: `question_id`, `text`), its per-question verdicts (`<label>.details.jsonl`), its
 summary (`<label>.summary.json`) and its generation's meta (`<label>.generate.json`); Gorilla-7B's scores on the
-same questions (`gorilla.json`, and the details of its FT 0-shot file for the paired comparison); the SFT
-summary, log and learning curve when the run has them; and `meta.json`: the commit, every stage's config, seed,
+same questions (`gorilla.json`, and the details of its FT and RT 0-shot files for the paired comparison); the
+SFT stage's summary, log and learning curve (`sft.training.json`, `sft.training-log.jsonl`, `sft.curve.jsonl`)
+when the run has them; and `meta.json`: the commit, every stage's config, seed,
 command, commit and wall time (from its manifest), the resolved config of the run and the export's own command.
 Text only: weights never leave the run directory. `apirl eval responses` and `apirl eval compare` re-score the
 files without the run.
@@ -22,7 +23,9 @@ from apirl.errors import InputError
 from apirl.rundir import MANIFEST, RunLayout, git_commit
 
 GORILLA_PAIRED = ("Gorilla-7B FT 0_shot", "Gorilla-7B RT 0_shot")
-SFT_FILES = {"summary.json": "sft.summary.json", "log.jsonl": "sft.log.jsonl", "curve.jsonl": "sft.curve.jsonl"}
+# The SFT stage's own files, named apart from the `sft` model's evaluation files.
+SFT_FILES = {"summary.json": "sft.training.json", "log.jsonl": "sft.training-log.jsonl",
+             "curve.jsonl": "sft.curve.jsonl"}
 
 
 def _copy(source: Path, target: Path, copied: list[str]) -> None:
@@ -40,7 +43,8 @@ def _stage_record(manifest_path: Path) -> dict[str, Any]:
 def export_results(layout: RunLayout, out: Path, *, config: dict[str, Any], labels: list[str] | None = None
                    ) -> dict[str, Any]:
     """Copy the run's scored results into `out` and write `out/meta.json`; returns the meta."""
-    labels = labels or sorted(p.stem for p in (layout.root / "eval").glob("*.json") if p.stem != "gorilla")
+    not_models = {layout.gorilla_summaries.name, MANIFEST}
+    labels = labels or sorted(p.stem for p in (layout.root / "eval").glob("*.json") if p.name not in not_models)
     if not labels:
         raise InputError("no scored models in the run: run the eval stage first", path=layout.root / "eval")
     out.mkdir(parents=True, exist_ok=True)
