@@ -241,11 +241,6 @@ def _names_model(text: str, row: ApiRow) -> bool:
     return any(len(name) >= 3 and name.lower() in lowered for name in _model_names(row))
 
 
-def synthesize_instruction(row: ApiRow) -> str:
-    """The first synthesized request of a row (seed 0, nothing taken)."""
-    return synthesize_instructions(row, 1)[0]
-
-
 def _import_for(call: str) -> str | None:
     head = call.split("(", 1)[0].strip()
     name = head.split(".", 1)[0]
