@@ -16,11 +16,8 @@ from typing import Any
 import numpy as np
 
 from apirl.data.dataset import PROVENANCE_SYNTH, Example
+from apirl.models.generation import request_of
 from apirl.stats import bootstrap_ci
-
-
-def request_of(example: Example) -> str:
-    return example.prompt.removeprefix("###Instruction:").split("\n###Output:", 1)[0].strip()
 
 
 def domain_floor(train: Sequence[Example], test: Sequence[Example], *, samples: int = 1000, seed: int = 0
@@ -33,8 +30,8 @@ def domain_floor(train: Sequence[Example], test: Sequence[Example], *, samples: 
 
     classifier = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
                                LogisticRegression(C=10.0, max_iter=5000))
-    classifier.fit([request_of(ex) for ex in train], [ex.domain for ex in train])
-    predicted = classifier.predict([request_of(ex) for ex in test])
+    classifier.fit([request_of(ex.prompt) for ex in train], [ex.domain for ex in train])
+    predicted = classifier.predict([request_of(ex.prompt) for ex in test])
     hits = np.array([p == ex.domain for p, ex in zip(predicted, test, strict=True)], dtype=float)
     low, high = bootstrap_ci(hits, samples=samples, seed=seed)
     return {"train_examples": len(train), "test_questions": len(test), "domain_accuracy": float(hits.mean()),
