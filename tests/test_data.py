@@ -231,6 +231,23 @@ def test_synthesized_code_puts_the_call_before_an_example_that_leaves_it_out():
                                                        "model = pipeline('depth-estimation', model='org/dpt-depth-7')")
 
 
+def test_call_answers_carry_the_call_and_mixed_gives_the_example_code_once():
+    from apirl.data.dataset import synthesized_examples
+    from apirl.data.synth import synthesize_output
+
+    row = _row(example_code="from transformers import AutoModel\nm = AutoModel.from_pretrained('org/dpt-depth-7')\n"
+                            "depth = m(pixel_values)")
+    call = synthesize_output(row, style="call")
+    assert call.api_call == row.api_call and call.domain == row.domain
+    assert call.code == "from transformers import AutoModel\nmodel = AutoModel.from_pretrained('org/dpt-depth-7')"
+    assert "org/dpt-depth-7" in call.explanation and "depth for every pixel" not in call.explanation
+    examples = synthesized_examples(ApiDatabase([row]), per_api=3, style="mixed")
+    with_example = ["depth = m(pixel_values)" in ex.target for ex in examples]
+    assert [ex.example_id for ex in examples] == ["apidb-3-0", "apidb-3-1", "apidb-3-2"]
+    assert with_example == [True, False, False]
+    assert all(row.api_call in ex.target for ex in examples)
+
+
 def test_near_duplicates_of_a_test_request_are_caught_and_others_are_not():
     from apirl.data.splits import TrigramIndex, assert_no_near_duplicates
 

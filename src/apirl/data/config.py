@@ -18,10 +18,12 @@ class DataConfig(StrictModel):
     split files are (re)generated with `apirl data split`; every run reads the committed id lists.
 
     `synthesized_per_api` distinct requests are written per API database row (`apirl.data.synth`, seeded by
-    `synthesis_seed`) when `synthesize_from_api_db` is on, with `full` or `compact` answers (one sentence of
-    explanation, short code: `apirl.data.synth.synthesize_output`). A training or val request whose word
-    trigrams have a Jaccard similarity of `near_duplicate_overlap` or more with a test request's
-    (`apirl.data.splits.NEAR_DUPLICATE_OVERLAP`) is dropped, and the build asserts that none is left.
+    `synthesis_seed`) when `synthesize_from_api_db` is on, with `full`, `compact` (one sentence of explanation,
+    short code), `call` (the import and the call as code) or `mixed` answers (the first request per row compact,
+    the others call: `apirl.data.synth.synthesize_output`, `apirl.data.dataset.synthesized_examples`).
+    A training or val request whose word trigrams have a Jaccard similarity of `near_duplicate_overlap` or more
+    with a test request's (`apirl.data.splits.NEAR_DUPLICATE_OVERLAP`) is dropped,
+    and the build asserts that none is left.
     """
 
     data_dir: Path | None = None
@@ -31,7 +33,7 @@ class DataConfig(StrictModel):
     test_fraction: float = Field(0.30, gt=0.0, lt=1.0)
     synthesize_from_api_db: bool = True
     synthesized_per_api: int = Field(1, ge=1, le=50)
-    synthesized_answer: Literal["full", "compact"] = "full"
+    synthesized_answer: Literal["full", "compact", "call", "mixed"] = "full"
     synthesis_seed: int = 0
     near_duplicate_overlap: float = Field(NEAR_DUPLICATE_OVERLAP, gt=0.0, le=1.0)
     strict: bool = False

@@ -115,17 +115,21 @@ def synthesized_examples(api_db: ApiDatabase, per_api: int = 1, seed: int = 0,
     """`per_api` examples per database row, `apidb-<row>-<k>`, all with the row's answer; no request is written
     for two rows. A row whose example code is in `avoid_code` (normalised test gold code: some test questions'
     answers are their row's example) gets code written from its call instead. `style`: the answer's, see
-    `synthesize_output`."""
+    `synthesize_output`; `mixed` gives the row's first request a `compact` answer and the others `call` ones
+    (the example code once, the call many times: what the API catalogue asks the model to remember)."""
     examples = []
     taken: set[str] = set()
     for row in api_db:
-        output = synthesize_output(row, style=style)
-        if normalize_instruction(output.code or "") in avoid_code:
-            output = synthesize_output(row, use_example=False, style=style)
-        target = format_target(output)
+        targets = {}
+        for row_style in ({"compact", "call"} if style == "mixed" else {style}):
+            output = synthesize_output(row, style=row_style)
+            if normalize_instruction(output.code or "") in avoid_code:
+                output = synthesize_output(row, use_example=False, style=row_style)
+            targets[row_style] = format_target(output)
         instructions = synthesize_instructions(row, per_api, seed, taken)
         taken.update(instructions)
         for k, instruction in enumerate(instructions):
+            target = targets[("compact" if k == 0 else "call") if style == "mixed" else style]
             examples.append(Example(
                 example_id=f"apidb-{row.index}-{k}",
                 split="train",
