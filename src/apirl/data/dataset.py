@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from apirl.data.apidb import ApiDatabase, load_api_database
+from apirl.data.apidb import ApiDatabase, ApiRow, load_api_database
 from apirl.data.config import DataConfig
 from apirl.data.paths import GorillaPaths, resolve_data_dir
 from apirl.data.prompts import PROMPT_INPUT, PROMPT_INSTRUCTION, format_prompt, format_target
@@ -120,16 +120,12 @@ def synthesized_examples(api_db: ApiDatabase, per_api: int = 1, seed: int = 0,
     examples = []
     taken: set[str] = set()
     for row in api_db:
-        targets = {}
-        for row_style in ({"compact", "call"} if style == "mixed" else {style}):
-            output = synthesize_output(row, style=row_style)
-            if normalize_instruction(output.code or "") in avoid_code:
-                output = synthesize_output(row, use_example=False, style=row_style)
-            targets[row_style] = format_target(output)
+        styles = [("compact" if k == 0 else "call") if style == "mixed" else style for k in range(per_api)]
+        targets = {answer_style: _synthesized_target(row, answer_style, avoid_code) for answer_style in styles}
         instructions = synthesize_instructions(row, per_api, seed, taken)
         taken.update(instructions)
         for k, instruction in enumerate(instructions):
-            target = targets[("compact" if k == 0 else "call") if style == "mixed" else style]
+            target = targets[styles[k]]
             examples.append(Example(
                 example_id=f"apidb-{row.index}-{k}",
                 split="train",
@@ -143,6 +139,13 @@ def synthesized_examples(api_db: ApiDatabase, per_api: int = 1, seed: int = 0,
                 complete=True,
             ))
     return examples
+
+
+def _synthesized_target(row: ApiRow, style: str, avoid_code: frozenset[str]) -> str:
+    output = synthesize_output(row, style=style)
+    if normalize_instruction(output.code or "") in avoid_code:
+        output = synthesize_output(row, use_example=False, style=style)
+    return format_target(output)
 
 
 @dataclass

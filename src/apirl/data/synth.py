@@ -276,7 +276,7 @@ COMPACT_CODE_CHARS = 300
 def synthesize_output(row: ApiRow, *, use_example: bool = True, style: str = "full") -> TaggedOutput:
     """The tagged answer for a row. `full`: a three-step explanation with two sentences of the description and
     the example code; `compact`: one step and one sentence, and the example code only when it is short; `call`:
-    one step, and the import and the call as the code (the tokens that carry the API, about 110 of them)."""
+    one step, and the import and the call as the code (the tokens that carry the API)."""
     head = row.api_call.split("(", 1)[0]
     if style == "call":
         explanation = f"Load the pre-trained model '{row.api_name}' with {head}."
