@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from apirl.feedback.openai_judge import OpenAIJudge
+from apirl.feedback.openai_judge import JudgeUnavailable, OpenAIJudge
 from apirl.feedback.questions import question
 from apirl.feedback.types import Sample
 from apirl.models.load import smollm2_gguf_path
@@ -69,10 +69,14 @@ def test_llama_cpp_server_judges_through_the_openai_api(tmp_path: Path) -> None:
     try:
         base_url = f"http://127.0.0.1:{port}/v1"
         _wait_until_up(f"{base_url}/models", server, log)
-        judge = OpenAIJudge(base_url, model=gguf.name, api_key="none", concurrency=2, max_retries=2)
+        judge = OpenAIJudge(base_url, model=gguf.name, api_key="none", concurrency=2, max_retries=4)
         items = [(Sample(name, "Classify the sentiment of a review.", text), question(key))
                  for name, text in (("good", GOOD), ("broken", BROKEN)) for key in ("syntax", "imports")]
-        judged = judge.answer_many(items)
+        try:
+            judged = judge.answer_many(items)
+        except JudgeUnavailable as exc:  # say whether the server died, and why (a CI run once ended here)
+            state = "running" if server.poll() is None else f"exited with {server.returncode}"
+            raise AssertionError(f"{exc}\nserver {state}; its log ends:\n{log.read_text()[-3000:]}") from exc
     finally:
         server.terminate()
         try:

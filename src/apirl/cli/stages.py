@@ -108,7 +108,7 @@ def generate_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         check_writable(out, what="responses file")
     prepare_data_stage(cfg)
-    label = label or default_label(cfg.model.name, cfg.layout)
+    label = label or default_label(cfg.model.name, cfg.layout, cfg.generate.grounding)
     result = run_generate(cfg.generate, cfg.model, cfg.layout, cfg.seed, label, force=force, console=err_console)
     summary = result.summary or {}
     responses = cfg.layout.responses(label)

@@ -45,6 +45,9 @@ class FeedbackConfig(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
     batch_size: int = Field(64, ge=1)  # samples decoded together (see GenerateConfig.batch_size)
+    # "catalog": the samples are decoded against the API database, as `generate.grounding` (not the judge's
+    # `grounding` above, which puts the database row into an LLM judge's prompt).
+    sample_grounding: Literal["none", "catalog"] = "none"
     prompts_limit: int = Field(0, ge=0)
     threshold: float = 6.0
     questions: list[str] = Field(default_factory=lambda: [q.key for q in QUESTIONS])

@@ -98,15 +98,18 @@ def _sampling_fingerprint(fb: FeedbackConfig, model: ModelConfig, seed: int, sou
     return {"policy": source.spec, "policy_sha256": weights_sha,
             "dtype": model.dtype, "seed": seed,
             "sampling": {"samples_per_prompt": fb.samples_per_prompt, "temperature": fb.temperature,
-                         "top_p": fb.top_p, "max_new_tokens": fb.max_new_tokens, "batch_size": fb.batch_size},
+                         "top_p": fb.top_p, "max_new_tokens": fb.max_new_tokens, "batch_size": fb.batch_size,
+                         # only when on, so samples drawn before the option existed stay reusable
+                         **({"grounding": fb.sample_grounding} if fb.sample_grounding != "none" else {})},
             "prompts_sha256": digest.hexdigest()}
 
 
 def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source: ModelSource,
-                       prompts: list[dict[str, str]], stage_dir: Path, console: Console
-                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                       prompts: list[dict[str, str]], stage_dir: Path, console: Console,
+                       catalog: ApiDatabase | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the sample rows in prompt-then-k order, generation stats): reuses a finished `samples.jsonl` of the
-    same fingerprint, resumes a partial one, generates the rest."""
+    same fingerprint, resumes a partial one, generates the rest. `catalog` grounds the samples when
+    `fb.sample_grounding` asks for it."""
     out, meta = stage_dir / SAMPLES, stage_dir / "samples.meta.json"
     partial, partial_meta = stage_dir / (SAMPLES + ".partial"), stage_dir / (SAMPLES + ".partial.meta.json")
     fingerprint = _sampling_fingerprint(fb, model, seed, source, prompts)
@@ -125,7 +128,8 @@ def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source
         tokenizer = load_tokenizer(source)
         policy = load_model(source, model.dtype, model.device or None)
         generate = GenerateConfig(split="train", batch_size=fb.batch_size, max_new_tokens=fb.max_new_tokens,
-                                  do_sample=True, temperature=fb.temperature, top_p=fb.top_p, prompt_style="plain")
+                                  do_sample=True, temperature=fb.temperature, top_p=fb.top_p, prompt_style="plain",
+                                  grounding=fb.sample_grounding)
         with _progress(console) as progress, partial.open("a", encoding="utf-8") as sink:
             task = progress.add_task(f"sample {source.spec}", total=len(wanted), completed=len(done))
 
@@ -141,7 +145,7 @@ def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source
 
             generated = generate_batches(policy, tokenizer, [prompt["prompt"] for prompt, _k in todo], generate,
                                          seed=seed, keys=[f"{prompt['example_id']}:{k}" for prompt, k in todo],
-                                         on_batch=on_batch)
+                                         catalog=catalog, on_batch=on_batch)
         stats.update(new_tokens=generated.new_tokens, generate_seconds=round(generated.seconds, 1),
                      tokens_per_s=round(generated.tokens_per_s, 1))
         del policy
@@ -265,10 +269,10 @@ def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig
     stage_dir = layout.stage(STAGE)
     source = sampling_policy(fb, model, layout)
     prompts = prompt_subset(read_prompts(layout, "train"), fb.prompts_limit, seed)
-    sample_rows, generation = sample_completions(fb, model, seed, source, prompts, stage_dir, console)
+    api_db = read_catalog(layout)
+    sample_rows, generation = sample_completions(fb, model, seed, source, prompts, stage_dir, console, api_db)
     samples = [Sample(row["sample_id"], request_of(row["prompt"]), row["completion"]) for row in sample_rows]
 
-    api_db = read_catalog(layout)
     verdicts = (execute_samples(execution, api_db, read_hub_evidence(layout), samples, stage_dir / EXECUTIONS)
                 if uses_execution(fb) else None)
     with JudgmentCache(stage_dir / CACHE) as cache:

@@ -29,6 +29,8 @@ class GenerateConfig(StrictModel):
     expects; `chat` wraps the request in the tokenizer's chat template with a system message that describes the
     tagged answer, the fair zero-shot setting for an instruct model. `shots` > 0 prepends that many solved
     examples drawn from the train split (seeded), the few-shot setting for a model that was not fine-tuned.
+    `grounding = "catalog"` decodes against the run's API database (`apirl.models.grounding`): the domain and
+    the call come from it, and so does every hub id the code passes to a loader.
     """
 
     split: Literal["train", "val", "test"] = "test"
@@ -42,3 +44,4 @@ class GenerateConfig(StrictModel):
     prompt_style: Literal["plain", "chat"] = "plain"
     shots: int = Field(0, ge=0)
     shots_seed: int = 0
+    grounding: Literal["none", "catalog"] = "none"

@@ -17,12 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # A row also stops when this says its text so far is complete (the stop strings of the tagged format).
 StopCheck = Callable[[list[int]], bool]
 # Called with (prompt index, new tokens) as soon as a row is done, so callers can write it at once.
 RowDone = Callable[[int, list[int]], None]
+
+
+class Constraint(Protocol):
+    """Which tokens a row may take next (None: any), given its prompt index and its new tokens so far; e.g.
+    `apirl.models.grounding.CatalogGrounding`. The engine masks the rest before it picks."""
+
+    def allowed(self, row: int, tokens: Sequence[int]) -> Sequence[int] | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,10 +93,12 @@ def position_ids(mask: Any) -> Any:
 
 def decode(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: int, eos_ids: Sequence[int],
            batch_size: int, sampling: Sampling = GREEDY, seeds: Sequence[int] | None = None,
-           stop: StopCheck | None = None, pad_id: int = 0, on_row: RowDone | None = None) -> list[list[int]]:
+           stop: StopCheck | None = None, pad_id: int = 0, on_row: RowDone | None = None,
+           constraint: Constraint | None = None) -> list[list[int]]:
     """The new tokens of each prompt (token ids, no special tokens added here), up to and including its EOS or
     the token that completed a stop string, at most `max_new_tokens`. `seeds` (one per prompt) are required
-    when sampling. Rows are taken in the given order: sort them longest first for less padding."""
+    when sampling. Rows are taken in the given order: sort them longest first for less padding. A
+    `constraint` masks each row's logits before its token is picked (greedy or sampled)."""
     from apirl.models import llama_slots
 
     if sampling.do_sample and (seeds is None or len(seeds) != len(prompts)):
@@ -98,18 +107,20 @@ def decode(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: int, eos
         return []
     if llama_slots.supports(model):
         return decode_slots(model, prompts, max_new_tokens=max_new_tokens, eos_ids=eos_ids, batch_size=batch_size,
-                            sampling=sampling, seeds=seeds, stop=stop, on_row=on_row)
+                            sampling=sampling, seeds=seeds, stop=stop, on_row=on_row, constraint=constraint)
     return decode_batches(model, prompts, max_new_tokens=max_new_tokens, eos_ids=eos_ids, batch_size=batch_size,
-                          sampling=sampling, seeds=seeds, stop=stop, pad_id=pad_id, on_row=on_row)
+                          sampling=sampling, seeds=seeds, stop=stop, pad_id=pad_id, on_row=on_row,
+                          constraint=constraint)
 
 
 def decode_slots(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: int, eos_ids: Sequence[int],
                  batch_size: int, sampling: Sampling, seeds: Sequence[int] | None, stop: StopCheck | None,
-                 on_row: RowDone | None) -> list[list[int]]:
+                 on_row: RowDone | None, constraint: Constraint | None = None) -> list[list[int]]:
     """Continuous batching: `batch_size` slots, each refilled with the next prompt when its row ends; once the
     queue is empty the live rows are compacted into the first slots, so a step never computes a dead row."""
     import torch
 
+    from apirl.models.grounding import mask_logits
     from apirl.models.llama_slots import SlotDecoder
 
     slots = min(batch_size, len(prompts))
@@ -140,6 +151,7 @@ def decode_slots(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: in
             remaining -= len(rows)
             used, free = free[:len(rows)], free[len(rows):]
             logits = decoder.prefill(used, [list(prompts[row]) for row in rows])
+            logits = mask_logits(logits, rows, [results[row] for row in rows], constraint)
             going = take(rows, next_tokens(logits, sampling, [generators[row] for row in rows]))
             for slot, row, keep in zip(used, rows, going, strict=True):
                 if keep:
@@ -157,6 +169,7 @@ def decode_slots(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: in
             return results
         rows = [row for row in slot_row[:live] if row is not None]
         logits = decoder.step(torch.tensor([results[row][-1] for row in rows], device=decoder.device))
+        logits = mask_logits(logits, rows, [results[row] for row in rows], constraint)
         going = take(rows, next_tokens(logits, sampling, [generators[row] for row in rows]))
         for slot, keep in enumerate(going):
             if not keep:
@@ -165,7 +178,7 @@ def decode_slots(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: in
 
 def decode_batches(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: int, eos_ids: Sequence[int],
                    batch_size: int, sampling: Sampling, seeds: Sequence[int] | None, stop: StopCheck | None,
-                   pad_id: int, on_row: RowDone | None) -> list[list[int]]:
+                   pad_id: int, on_row: RowDone | None, constraint: Constraint | None = None) -> list[list[int]]:
     """Batches of `batch_size` left-padded prompts through `decode_pruned` (any Hugging Face causal LM)."""
     import torch
 
@@ -178,7 +191,8 @@ def decode_batches(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: 
         ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in batch], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
         rows = decode_pruned(model, ids, mask, max_new_tokens=max_new_tokens, eos_ids=eos_ids, sampling=sampling,
-                             generators=generators[start:start + batch_size], stop=stop)
+                             generators=generators[start:start + batch_size], stop=stop, constraint=constraint,
+                             row_offset=start)
         for offset, row in enumerate(rows):
             if on_row is not None:
                 on_row(start + offset, row)
@@ -188,11 +202,15 @@ def decode_batches(model: Any, prompts: Sequence[list[int]], *, max_new_tokens: 
 
 def decode_pruned(model: Any, input_ids: Any, attention_mask: Any, *, max_new_tokens: int, eos_ids: Sequence[int],
                   sampling: Sampling = GREEDY, generators: Sequence[Any] | None = None,
-                  stop: StopCheck | None = None) -> list[list[int]]:
+                  stop: StopCheck | None = None, constraint: Constraint | None = None,
+                  row_offset: int = 0) -> list[list[int]]:
     """The new tokens of each row of a left-padded batch, up to and including its EOS (or the token that
     completed a stop string), at most `max_new_tokens`. A row leaves the batch (and the cache,
-    `DynamicCache.batch_select_indices`) as soon as it ends, so the cost follows the sum of the rows' lengths."""
+    `DynamicCache.batch_select_indices`) as soon as it ends, so the cost follows the sum of the rows' lengths.
+    The constraint sees row i of the batch as row `row_offset + i`."""
     import torch
+
+    from apirl.models.grounding import mask_logits
 
     device = input_ids.device
     eos = torch.tensor(list(eos_ids), device=device)
@@ -207,7 +225,9 @@ def decode_pruned(model: Any, input_ids: Any, attention_mask: Any, *, max_new_to
         cache = out.past_key_values
         next_position = positions[:, -1:] + 1
         for step in range(max_new_tokens):
-            values = next_tokens(out.logits[:, -1], sampling, [generators[row] for row in rows])
+            logits = mask_logits(out.logits[:, -1], [row_offset + row for row in rows],
+                                 [results[row] for row in rows], constraint)
+            values = next_tokens(logits, sampling, [generators[row] for row in rows])
             tokens = torch.tensor(values, device=device)
             ended = torch.isin(tokens, eos).tolist()
             keep = []

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from apirl.data.apidb import ApiDatabase
 from apirl.data.dataset import PROVENANCE_SYNTH, Example
 from apirl.data.prompts import PROMPT_INPUT, PROMPT_INSTRUCTION, PROMPT_OUTPUT
 from apirl.errors import InputError
 from apirl.models.config import GenerateConfig
+from apirl.models.grounding import CatalogGrammar
 
 # A completion ends where the model begins a new example: these never occur inside an answer.
 STOP_STRINGS = (PROMPT_INSTRUCTION, PROMPT_INPUT, PROMPT_OUTPUT)
@@ -98,14 +100,15 @@ def row_seed(seed: int, key: str) -> int:
 
 def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config: GenerateConfig, *,
                      seed: int, keys: Sequence[str] | None = None, add_special_tokens: bool = True,
-                     extra_stops: Sequence[str] = (), on_batch: Callable[[list[int], list[str], int], None]
-                     ) -> GenerationStats:
+                     extra_stops: Sequence[str] = (), catalog: ApiDatabase | None = None,
+                     on_batch: Callable[[list[int], list[str], int], None]) -> GenerationStats:
     """Generate a completion for every prompt; `on_batch(indices, texts, new_tokens)` as rows finish.
 
     Prompts are decoded longest first by `apirl.models.engine` (`config.batch_size` rows at a time, each
     finished row's place taken by the next prompt). When sampling, row i draws from its own generator seeded by
     `seed` and `keys[i]` (default: its index), so a rerun with the same prompts and config is identical.
     `extra_stops` end a row too (its text keeps them), e.g. the learning curve's stop after the call.
+    With `config.grounding = "catalog"` the rows decode against `catalog` (`apirl.models.grounding`).
     """
     import time
 
@@ -113,6 +116,10 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
 
     if keys is not None and len(keys) != len(prompts):
         raise ValueError("one key per prompt")
+    if config.grounding == "catalog" and catalog is None:
+        raise InputError("generate.grounding = 'catalog' needs the API database (the data stage's catalog)",
+                         field="generate.grounding")
+    constraint = CatalogGrammar(catalog, tokenizer).grounding() if catalog and config.grounding == "catalog" else None
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     encoded = [tokenizer(prompts[i], add_special_tokens=add_special_tokens)["input_ids"] for i in order]
     seeds = [row_seed(seed, keys[i] if keys is not None else str(i)) for i in order]
@@ -135,6 +142,6 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
     sampling = Sampling(config.do_sample, config.temperature, config.top_p)
     decode(model, encoded, max_new_tokens=config.max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
            batch_size=config.batch_size, sampling=sampling, seeds=seeds if config.do_sample else None, stop=stopped,
-           pad_id=tokenizer.pad_token_id or 0, on_row=on_row)
+           pad_id=tokenizer.pad_token_id or 0, on_row=on_row, constraint=constraint)
     stats.seconds = time.perf_counter() - started
     return stats

@@ -23,8 +23,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from apirl.data.apidb import ApiDatabase
 from apirl.data.dataset import Example
-from apirl.data.stage import read_examples
+from apirl.data.stage import read_catalog, read_examples
 from apirl.errors import InputError
 from apirl.jsonl import json_line, rows_written_under, write_jsonl
 from apirl.models.config import GenerateConfig, ModelConfig
@@ -49,9 +50,11 @@ def _fingerprint(generate: GenerateConfig, model: ModelConfig, seed: int, prompt
 
 
 def generate_responses(generate: GenerateConfig, model: ModelConfig, seed: int, examples: Sequence[Example],
-                       train: Sequence[Example], out: str | Path, console: Console | None = None) -> dict[str, Any]:
+                       train: Sequence[Example], out: str | Path, console: Console | None = None,
+                       catalog: ApiDatabase | None = None) -> dict[str, Any]:
     """Generate responses to `examples` (few-shot prompts draw from `train`) with `model`; returns the summary
-    (also saved as `<out>.meta.json`)."""
+    (also saved as `<out>.meta.json`). `catalog` is the API database that `generate.grounding = "catalog"`
+    decodes against."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
@@ -96,7 +99,8 @@ def generate_responses(generate: GenerateConfig, model: ModelConfig, seed: int, 
 
         stats = generate_batches(policy, tokenizer, [prompts[i] for i in todo], gen, seed=seed,
                                  keys=[examples[i].example_id for i in todo],
-                                 add_special_tokens=gen.prompt_style == "plain", on_batch=on_batch)
+                                 add_special_tokens=gen.prompt_style == "plain", catalog=catalog,
+                                 on_batch=on_batch)
     write_jsonl(out, (done[ex.example_id] for ex in examples))
     summary = {
         "file": str(out), "model": model.name, "model_location": source.location,
@@ -113,13 +117,16 @@ def generate_responses(generate: GenerateConfig, model: ModelConfig, seed: int, 
     return summary
 
 
-def default_label(spec: str, layout: RunLayout) -> str:
+def default_label(spec: str, layout: RunLayout, grounding: str = "none") -> str:
     """The label of a model's responses when none is given: the stage of a model inside the run (`sft`, `ppo`),
-    else the spec with every character but letters, digits, '.', '_' and '-' as '_'."""
+    else the spec with every character but letters, digits, '.', '_' and '-' as '_'; `-catalog` added when the
+    answers are grounded in the catalog (`sft-catalog`)."""
     path = Path(spec).absolute()
     if path.name == "model" and path.parent.parent == layout.root:
-        return path.parent.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.removeprefix("hf:")).strip("_") or "model"
+        label = path.parent.name
+    else:
+        label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.removeprefix("hf:")).strip("_") or "model"
+    return f"{label}-catalog" if grounding == "catalog" else label
 
 
 def run_generate(generate: GenerateConfig, model: ModelConfig, layout: RunLayout, seed: int, label: str, *,
@@ -131,11 +138,14 @@ def run_generate(generate: GenerateConfig, model: ModelConfig, layout: RunLayout
                          field="model.name")
     weights = weight_files(model.name) if Path(model.name).is_dir() else []
     inputs = [layout.split(generate.split), layout.split("train"), *weights]
+    if generate.grounding == "catalog":
+        inputs.append(layout.catalog)
     responses = layout.responses(label)
 
     def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         examples, train = read_examples(layout, generate.split), read_examples(layout, "train")
-        summary = generate_responses(generate, model, seed, examples, train, responses, console)
+        catalog = read_catalog(layout) if generate.grounding == "catalog" else None
+        summary = generate_responses(generate, model, seed, examples, train, responses, console, catalog)
         return StageOutput([responses, responses.with_name(responses.name + ".meta.json")], summary)
 
     stage_config = {"model": model.model_dump(mode="json"), "generate": generate.model_dump(mode="json")}

@@ -1,0 +1,235 @@
+"""Catalog-grounded decoding (`generate.grounding = "catalog"`): an answer that cannot name an API that is not in
+the API database.
+
+The answer is in Gorilla's tagged format, so the domain comes first and the call second. Under grounding:
+
+- the answer opens with ` <<<domain>>>:` and the domain is one of the database's domains, then `<<<api_call>>>:`;
+- the call is one of the database's calls of the rows of that domain, written as the row writes it;
+- in `<<<code>>>`, a string literal that the code passes to a loader as a hub id (`X.from_pretrained('...')`,
+  `SentenceTransformer('...')`, `pipeline(task, '...')`, `model='...'` and the other model keywords of
+  `apirl.code_facts`) is a database id; every other token is free.
+
+The model still chooses, by its own probabilities: each step only masks the tokens that would leave the catalog.
+The allowed strings are kept as token tries of their canonical tokenizations (what SFT trained on: the tagged
+format tokenized as one text), so a step costs a dictionary lookup per row, not a scan of the vocabulary. We use
+our own trie rather than a grammar library (xgrammar, llguidance, outlines-core): the constraint is a choice
+among ~900 fixed strings at three places of a free text, which a trie states directly; a grammar engine would
+need the whole answer written as a grammar with free-text holes and its own tokenizer bridge, for no gain here.
+
+A call that does not parse as Python is allowed as the row writes it when the evaluation still recognises it
+(a trailing period, an unquoted id: 8 of the 15); the calls it cannot recognise at all are left out
+(`groundable_rows`). RL rollouts are not grounded: PPO's and GRPO's log-probabilities are those of the unmasked
+policy, so a masked rollout would make their ratios wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from apirl.code_facts import CLASS_LOADERS, FUNCTION_LOADERS, MODEL_KEYWORDS, looks_like_hub_id
+from apirl.data.apidb import ApiDatabase, ApiRow
+
+OPENING = " <<<domain>>>:"
+AFTER_DOMAIN = "\n<<<api_call>>>:"
+AFTER_CALL = "\n"
+CODE_TAG = "<<<code>>>:"
+# The text just before a hub id in code: a loader's first argument (a pipeline's second), or a model keyword.
+_FIRST_ARGUMENT = "|".join(sorted({rf"\.{name}" for name in CLASS_LOADERS}
+                                  | {rf"\b{name}" for name in FUNCTION_LOADERS - {"pipeline"}}))
+_ID_OPENERS = re.compile(
+    rf"(?:(?:{_FIRST_ARGUMENT})\(\s*"
+    rf"|\bpipeline\(\s*(?:task\s*=\s*)?(?P<tq>['\"])[^'\"\n]*(?P=tq)\s*,\s*"
+    rf"|[(,]\s*(?:{'|'.join(MODEL_KEYWORDS)})\s*=\s*)(?P<quote>['\"])$")
+_QUOTED = re.compile(r"""['"]([^'"\s]+)['"]""")
+_TAIL_CHARS = 160  # enough text to see any opener
+
+
+@dataclass
+class TokenTrie:
+    """The canonical token sequences of a set of strings; `value` is the string a node completes."""
+
+    children: dict[int, TokenTrie] = field(default_factory=dict)
+    value: str | None = None
+    _allowed: list[int] | None = None
+
+    def add(self, tokens: Sequence[int], value: str) -> None:
+        node = self
+        for token in tokens:
+            node = node.children.setdefault(token, TokenTrie())
+        node.value = value
+
+    @property
+    def allowed(self) -> list[int]:
+        if self._allowed is None:
+            self._allowed = list(self.children)
+        return self._allowed
+
+    def strings(self) -> list[str]:
+        """Every string the trie holds (for tests and checks)."""
+        out = [self.value] if self.value is not None else []
+        for child in self.children.values():
+            out += child.strings()
+        return out
+
+
+def groundable_rows(catalog: ApiDatabase) -> list[ApiRow]:
+    """The rows whose call, written as the row writes it, the evaluation recognises as that API (Gorilla's
+    matcher): 921 of 936. The other 15 are left out of the grammar, since an answer naming them would be scored
+    a hallucination: 8 calls without arguments (`SentimentModel()`, which Gorilla's matcher never matches) and 7
+    shell commands (`./run.sh ...`, `mlagents-load-from-hf ...`)."""
+    from apirl.evaluate.ast_match import AstMatcher, extract_api_call
+
+    matcher = AstMatcher(catalog)
+    return [row for row in catalog.rows
+            if matcher.match_gorilla(extract_api_call(f"{AFTER_DOMAIN} {row.api_call}{AFTER_CALL}<<<api_provider>>>:"))
+            is not None]
+
+
+def hub_ids(catalog: ApiDatabase) -> set[str]:
+    """The ids code may load under grounding: every row's 'org/name' hub id, and every string its call passes
+    that is an 'org/name' (a call may pin a revision, 'pyannote/speaker-diarization@2.1') or the row's own id
+    without an organisation ('t5-base', 'gpt2')."""
+    ids = {row.model_id for row in catalog.rows if looks_like_hub_id(row.model_id)}
+    for row in catalog.rows:
+        ids |= {literal for literal in _QUOTED.findall(row.api_call)
+                if looks_like_hub_id(literal) or (literal == row.model_id and "/" not in literal)}
+    return ids
+
+
+class CatalogGrammar:
+    """What the API database allows, tokenized once for one tokenizer. `grounding()` makes the per-decode state."""
+
+    def __init__(self, catalog: ApiDatabase, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+        def encode(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        self.opening = TokenTrie()
+        self.opening.add(encode(OPENING), OPENING)
+        self.rows = groundable_rows(catalog)
+        self.calls: dict[str, TokenTrie] = {}
+        for row in self.rows:
+            self.calls.setdefault(row.domain, TokenTrie()).add(encode(f" {row.api_call}{AFTER_CALL}"), row.api_call)
+        self.domains = TokenTrie()
+        for domain in self.calls:
+            self.domains.add(encode(f" {domain}{AFTER_DOMAIN}"), domain)
+        self.ids = TokenTrie()
+        for model_id in sorted(hub_ids(catalog)):
+            self.ids.add(encode(model_id), model_id)
+        size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
+        self.pieces = tokenizer.batch_decode([[token] for token in range(size)])
+        # A hub id ends where the code writes its closing quote: the tokens whose text starts with it.
+        self.closers = {quote: frozenset(t for t, piece in enumerate(self.pieces) if piece.startswith(quote))
+                        for quote in ("'", '"')}
+        self._closer_lists = {quote: sorted(ids) for quote, ids in self.closers.items()}
+
+    def grounding(self) -> CatalogGrounding:
+        return CatalogGrounding(self)
+
+
+@dataclass
+class _Row:
+    """Where one row's answer stands: inside a trie (`node`, with `mode` saying which) or free text."""
+
+    mode: str = "opening"  # opening | domain | call | id | free
+    node: TokenTrie | None = None
+    seen: int = 0  # tokens of the row already fed
+    tail: str = ""  # the last characters of the text, to spot an opener
+    in_code: bool = False
+    domain: str | None = None
+    quote: str = "'"
+    chosen: list[str] = field(default_factory=list)  # what the row took from the catalog, in order
+
+
+class CatalogGrounding:
+    """The engine's constraint for one decode: `allowed(row, tokens)` is the list of token ids the row may take
+    next (None: any), given the tokens it has so far."""
+
+    def __init__(self, grammar: CatalogGrammar) -> None:
+        self.grammar = grammar
+        self.rows: dict[int, _Row] = {}
+
+    def allowed(self, row: int, tokens: Sequence[int]) -> list[int] | None:
+        state = self.rows.get(row)
+        if state is None:
+            state = self.rows[row] = _Row(node=self.grammar.opening)
+        for token in tokens[state.seen:]:
+            self._feed(state, token)
+        state.seen = len(tokens)
+        if state.mode == "free":
+            return None
+        assert state.node is not None
+        if state.mode == "id" and state.node.value is not None:
+            return state.node.allowed + self.grammar._closer_lists[state.quote]
+        return state.node.allowed
+
+    def _feed(self, state: _Row, token: int) -> None:
+        piece = self.grammar.pieces[token]
+        if state.mode != "free":
+            assert state.node is not None
+            child = state.node.children.get(token)
+            if child is not None:
+                state.node = child
+                if not child.children and state.mode != "id":  # an id ends at its closing quote, not before
+                    self._finish(state, child.value)
+            elif state.mode == "id" and state.node.value is not None and token in self.grammar.closers[state.quote]:
+                self._finish(state, state.node.value)
+            else:  # a token the mask did not allow (a caller that ignored it): the rest is free text
+                state.mode, state.node = "free", None
+        state.tail = (state.tail + piece)[-_TAIL_CHARS:]
+        if state.mode == "free" and state.in_code:
+            match = _ID_OPENERS.search(state.tail)
+            if match:
+                state.mode, state.node, state.quote = "id", self.grammar.ids, match.group("quote")
+        elif state.mode == "free" and CODE_TAG in state.tail:
+            state.in_code = True
+            state.tail = state.tail[state.tail.index(CODE_TAG) + len(CODE_TAG):]
+
+    def _finish(self, state: _Row, value: str | None) -> None:
+        assert value is not None
+        if state.mode == "opening":
+            state.mode, state.node = "domain", self.grammar.domains
+            return
+        state.chosen.append(value)
+        if state.mode == "domain":
+            state.domain = value
+            state.mode, state.node = "call", self.grammar.calls[value]
+        else:
+            state.mode, state.node = "free", None
+
+
+def mask_logits(logits: Any, rows: Sequence[int], tokens: Sequence[Sequence[int]], constraint: Any) -> Any:
+    """`logits` (one row per entry of `rows`) with every token the constraint forbids set to
+    -inf. Only the constrained rows are computed: a step where every row writes free text costs nothing."""
+    import torch
+
+    if constraint is None:
+        return logits
+    constrained: list[int] = []
+    places: list[int] = []  # (place among the constrained rows, token) of every allowed token
+    columns: list[int] = []
+    for position, (row, so_far) in enumerate(zip(rows, tokens, strict=True)):
+        allowed = constraint.allowed(row, so_far)
+        if allowed is not None:
+            places += [len(constrained)] * len(allowed)
+            columns += allowed
+            constrained.append(position)
+    if not constrained:
+        return logits
+    index = torch.tensor(constrained, device=logits.device)
+    places_t = torch.tensor(places, device=logits.device)
+    columns_t = torch.tensor(columns, dtype=torch.long, device=logits.device)
+    masked = torch.full((len(constrained), logits.shape[-1]), float("-inf"), dtype=logits.dtype,
+                        device=logits.device)
+    masked[places_t, columns_t] = logits[index[places_t], columns_t]
+    return logits.index_copy(0, index, masked)
+
+
+def catalog_strings(grammar: CatalogGrammar) -> Iterable[str]:
+    """Every call of the grammar, over all domains."""
+    for trie in grammar.calls.values():
+        yield from trie.strings()
