@@ -64,9 +64,7 @@ def test_the_grammar_holds_every_row_the_evaluation_can_recognise(catalog: ApiDa
 
 def test_the_tries_are_the_tokens_sft_trained_on(catalog: ApiDatabase, tokenizer, grammar) -> None:
     """A call inside a whole tagged answer tokenizes as the trie has it, so the mask keeps the model's own path."""
-    for row in catalog.rows[::37]:
-        if row.api_call not in calls_of(grammar, row.domain):
-            continue
+    for row in groundable_rows(catalog):
         answer = tokenizer(f" <<<domain>>>: {row.domain}\n<<<api_call>>>: {row.api_call}\n<<<api_provider>>>: x",
                            add_special_tokens=False)["input_ids"]
         state = grammar.grounding()
@@ -88,19 +86,19 @@ OPENED = re.compile(r"(?:from_pretrained\(|SentenceTransformer\(|model=|'questio
 
 
 def write_grounded(grammar: CatalogGrammar, rng: random.Random) -> tuple[str, list[str]]:
-    """A random walk through the allowed tokens where the grammar constrains, the wishes' tokens where it does not
-    (the rest of a wish is dropped when the grammar takes over, as a model's wish would be masked)."""
+    """The wishes' tokens wherever the grammar allows them, a random walk through the allowed tokens where it does
+    not (the rest of that wish is dropped, as a model's wish would be masked)."""
     state = grammar.grounding()
     tokens: list[int] = []
     wishes = [grammar_tokens(grammar, wish) for wish in WISHES]
     pending: list[int] = []
     while True:
         allowed = state.allowed(0, tokens)
-        if allowed is None:
-            if not pending:
-                if not wishes:
-                    break
-                pending = wishes.pop(0)
+        if allowed is None and not pending:
+            if not wishes:
+                break
+            pending = wishes.pop(0)
+        if pending and (allowed is None or pending[0] in set(allowed)):  # the wish goes on where it may
             tokens.append(pending.pop(0))
             continue
         pending = []
@@ -142,7 +140,7 @@ def test_the_engine_decodes_only_catalog_domains_and_calls(catalog: ApiDatabase,
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
     prompts = [grammar_tokens(grammar, f"###Instruction: request number {i}\n###Output:") for i in range(12)]
     run = decode if path == "slots" else decode_batches
-    for sampling, seeds in ((GREEDY, None), (Sampling(True, 1.5, 1.0), list(range(100, 112)))):
+    for sampling, seeds in ((GREEDY, None), (Sampling(True, 1.5, 0.9), list(range(100, 112)))):
         constraint = grammar.grounding()
         rows = run(model, prompts, max_new_tokens=120, eos_ids=eos_token_ids(model, grammar.tokenizer), batch_size=5,
                    sampling=sampling, seeds=seeds, stop=None, on_row=None, constraint=constraint,
@@ -165,3 +163,45 @@ def test_grounding_needs_the_catalog_and_names_its_responses(tmp_path) -> None:
     layout = RunLayout(tmp_path)
     assert default_label(str(tmp_path / "sft" / "model"), layout, "catalog") == "sft-catalog"
     assert default_label("smollm2-135m", layout) == "smollm2-135m"
+
+
+@pytest.mark.parametrize(("code", "state"), [
+    ("m = AutoModelForCausalLM.from_pretrained('", "'"),
+    ('ner = pipeline("ner", model="', '"'),
+    ("ner = pipeline(task='ner', model='", "'"),
+    ("qa = pipeline('question-answering', '", "'"),
+    ("detector = YOLO('", "'"),
+    ("tagger = SequenceTagger.load('", "'"),
+    ("vad = VAD.from_hparams(source='", "'"),
+    ("agent = load_from_hub(repo_id='", "'"),
+    ("m = AutoModel.from_pretrained(", ""),  # the quote may come next: no merged quote token there
+    ("m = AutoModel.from_pretrained", ""),
+    ("ner = pipeline('ner', model", ""),
+    ("hub = torch.hub.load('pytorch/vision', 'resnet18', source='", None),  # not a hub id
+    ("state = torch.load('", None),
+    ("pipe = StableDiffusionPipeline.from_single_file('", None),  # a file or URL
+    ("df = pd.read_csv('", None),
+    ("print('", None),
+])
+def test_openers_are_the_loaders_of_hub_ids_only(grammar, code: str, state: str | None) -> None:
+    assert grammar.openers.state(code) == state
+
+
+def test_an_id_cannot_escape_through_a_merged_or_doubled_quote(grammar, tokenizer) -> None:
+    def allowed_after(text: str) -> list[int] | None:
+        tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+        state = grammar.grounding()
+        for position in range(len(tokens)):
+            assert (allowed := state.allowed(0, tokens[:position])) is None or tokens[position] in allowed
+        return state.allowed(0, tokens)
+
+    answer = (" <<<domain>>>: Natural Language Processing Text Generation\n<<<api_call>>>: "
+              "pipeline('text-generation', model='gpt2')\n<<<api_provider>>>: x\n<<<code>>>: ")
+    merged = [token for token in range(len(grammar.pieces)) if grammar.pieces[token] in ("'s", "'t", "('/", "('.")]
+    assert len(merged) == 4
+    due = allowed_after(answer + "m = SentenceTransformer(")
+    assert due is not None and not set(merged) & set(due) and "'" in {grammar.pieces[token] for token in due}
+    inside = allowed_after(answer + "m = AutoModel.from_pretrained('gpt2")  # an id that others extend
+    pieces = {grammar.pieces[token] for token in inside}
+    assert {"'", "')"} <= pieces and "-" in {piece[:1] for piece in pieces}  # close, or go on to gpt2-...
+    assert not {"''", "'+", "'''"} & pieces

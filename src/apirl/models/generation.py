@@ -119,7 +119,8 @@ def generate_batches(model: Any, tokenizer: Any, prompts: Sequence[str], config:
     if config.grounding == "catalog" and catalog is None:
         raise InputError("generate.grounding = 'catalog' needs the API database (the data stage's catalog)",
                          field="generate.grounding")
-    constraint = CatalogGrammar(catalog, tokenizer).grounding() if catalog and config.grounding == "catalog" else None
+    constraint = (CatalogGrammar(catalog, tokenizer).grounding()
+                  if catalog is not None and config.grounding == "catalog" else None)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     encoded = [tokenizer(prompts[i], add_special_tokens=add_special_tokens)["input_ids"] for i in order]
     seeds = [row_seed(seed, keys[i] if keys is not None else str(i)) for i in order]

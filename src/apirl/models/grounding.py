@@ -24,6 +24,7 @@ policy, so a masked rollout would make their ratios wrong.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,14 +37,13 @@ OPENING = " <<<domain>>>:"
 AFTER_DOMAIN = "\n<<<api_call>>>:"
 AFTER_CALL = "\n"
 CODE_TAG = "<<<code>>>:"
-# The text just before a hub id in code: a loader's first argument (a pipeline's second), or a model keyword.
-_FIRST_ARGUMENT = "|".join(sorted({rf"\.{name}" for name in CLASS_LOADERS}
-                                  | {rf"\b{name}" for name in FUNCTION_LOADERS - {"pipeline"}}))
-_ID_OPENERS = re.compile(
-    rf"(?:(?:{_FIRST_ARGUMENT})\(\s*"
-    rf"|\bpipeline\(\s*(?:task\s*=\s*)?(?P<tq>['\"])[^'\"\n]*(?P=tq)\s*,\s*"
-    rf"|[(,]\s*(?:{'|'.join(MODEL_KEYWORDS)})\s*=\s*)(?P<quote>['\"])$")
+# Callees whose first argument is commonly not a hub id, or not one of the catalog's: their first-argument form
+# is not an opener (`torch.load(path)`, `from_single_file(url)`); keywords still are where they name a model.
+_NOT_FIRST_ARGUMENT = frozenset({"pipeline", "from_single_file", "load", "create_model", "get_prediction"})
+# Which characters may follow an id's closing quote in the token that closes it.
+_AFTER_CLOSING = frozenset(")],:;} \t\n")
 _QUOTED = re.compile(r"""['"]([^'"\s]+)['"]""")
+_MERGED_QUOTE = re.compile(r"""['"][\w.\-/]""")
 _TAIL_CHARS = 160  # enough text to see any opener
 
 
@@ -99,6 +99,80 @@ def hub_ids(catalog: ApiDatabase) -> set[str]:
     return ids
 
 
+def _first_argument_form(callee: str) -> str | None:
+    """The regex of a callee whose first argument is a hub id: `Owner.load` as written (`SequenceTagger.load`),
+    a method (`.from_pretrained`) after any owner, a function (`YOLO`) by its name; None for the callees
+    whose first argument is not (`pipeline`: the task; `torch.load`: a file)."""
+    owner, _, name = callee.rpartition(".")
+    if name == "load":
+        return re.escape(callee) if owner and owner != "torch" else None
+    if name in _NOT_FIRST_ARGUMENT:
+        return None
+    if owner or name in CLASS_LOADERS:
+        return rf"\.{re.escape(name)}"
+    return rf"(?<![\w.]){re.escape(name)}"
+
+
+@dataclass(frozen=True)
+class Openers:
+    """Where code is about to write a hub id: the loaders of `apirl.code_facts` and every callee that passes one of
+    the catalog's ids in the catalog's own calls (`YOLO('...')`, `SequenceTagger.load('...')`), as a first
+    argument; a pipeline's second argument; a model keyword (`model=`, `repo_id=`, `source=`...) of a call to
+    one of those callees. `quote(tail)` is the quote that opens the id when `tail` ends right after it;
+    `due(tail)` says that an opener's quote may be the next character."""
+
+    first_argument: re.Pattern[str]
+    keyword: re.Pattern[str]
+    callees: frozenset[str]
+
+    @classmethod
+    def of(cls, catalog: ApiDatabase) -> Openers:
+        ids = hub_ids(catalog)
+        first = {name for name in CLASS_LOADERS | FUNCTION_LOADERS}
+        keywords = set(MODEL_KEYWORDS)
+        for row in catalog.rows:
+            try:
+                tree = ast.parse(row.api_call.rstrip(". "))
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                callee = ast.unparse(node.func)
+                if node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in ids:
+                    first.add(callee)
+                keywords |= {keyword.arg for keyword in node.keywords if keyword.arg
+                             and isinstance(keyword.value, ast.Constant) and keyword.value.value in ids}
+        forms = sorted({form for callee in first if (form := _first_argument_form(callee))}, key=len, reverse=True)
+        # Each form also matches where its quote is still to come (`due`): before the paren, the comma, the `=`.
+        first_argument = re.compile(rf"(?:{'|'.join(forms)})(?:\(\s*(?P<quote>['\"])?)?$"
+                                    rf"|\bpipeline\(\s*(?:task\s*=\s*)?(?P<tq>['\"])[^'\"\n]*(?P=tq)\s*"
+                                    rf"(?:,\s*(?P<quote2>['\"])?)?$")
+        keyword = re.compile(rf"(?P<callee>[\w.]+)\([^()]*?\b(?:{'|'.join(sorted(keywords))})\s*"
+                             rf"(?:=\s*(?P<quote>['\"])?)?$")
+        # A keyword's call: a loader by its name, or an `Owner.load` by its whole name (not `torch.hub.load`).
+        callees = {callee if callee.endswith(".load") else callee.rpartition(".")[2] for callee in first}
+        return cls(first_argument, keyword, frozenset(callees - {"load"}))
+
+    def _match(self, tail: str) -> re.Match[str] | None:
+        match = self.first_argument.search(tail)
+        if match:
+            return match
+        match = self.keyword.search(tail)
+        if match and {match.group("callee"), match.group("callee").rpartition(".")[2]} & self.callees:
+            return match
+        return None
+
+    def state(self, tail: str) -> str | None:
+        """The quote when `tail` ends with an opener and its quote, "" when it ends where one may come next (the
+        paren, the comma or the `=` may still be missing), else None."""
+        match = self._match(tail)
+        if match is None:
+            return None
+        groups = match.groupdict()
+        return groups.get("quote") or groups.get("quote2") or ""
+
+
 class CatalogGrammar:
     """What the API database allows, tokenized once for one tokenizer. `grounding()` makes the per-decode state."""
 
@@ -120,12 +194,18 @@ class CatalogGrammar:
         self.ids = TokenTrie()
         for model_id in sorted(hub_ids(catalog)):
             self.ids.add(encode(model_id), model_id)
+        self.openers = Openers.of(catalog)
         size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
-        self.pieces = tokenizer.batch_decode([[token] for token in range(size)])
-        # A hub id ends where the code writes its closing quote: the tokens whose text starts with it.
-        self.closers = {quote: frozenset(t for t, piece in enumerate(self.pieces) if piece.startswith(quote))
+        self.pieces = tokenizer.batch_decode([[token] for token in range(size)], clean_up_tokenization_spaces=False)
+        # A hub id ends at its closing quote: the quote alone or followed by what may come after a string
+        # argument (`')`, `',`), never by more string (`''`, `'+`, which would let an id go on).
+        self.closers = {quote: frozenset(t for t, piece in enumerate(self.pieces) if piece.startswith(quote)
+                                         and (len(piece) == 1 or piece[1] in _AFTER_CLOSING))
                         for quote in ("'", '"')}
         self._closer_lists = {quote: sorted(ids) for quote, ids in self.closers.items()}
+        # Where an opener's quote is due, a token that writes the quote and the start of a string at once
+        # (`'s`, `('t`) would carry an id past the trie: those are masked there.
+        self.unmerged = [t for t, piece in enumerate(self.pieces) if not _MERGED_QUOTE.search(piece)]
 
     def grounding(self) -> CatalogGrounding:
         return CatalogGrounding(self)
@@ -140,6 +220,7 @@ class _Row:
     seen: int = 0  # tokens of the row already fed
     tail: str = ""  # the last characters of the text, to spot an opener
     in_code: bool = False
+    opener_due: bool = False  # an opener's quote may come next: no token may write it merged with more text
     domain: str | None = None
     quote: str = "'"
     chosen: list[str] = field(default_factory=list)  # what the row took from the catalog, in order
@@ -161,7 +242,7 @@ class CatalogGrounding:
             self._feed(state, token)
         state.seen = len(tokens)
         if state.mode == "free":
-            return None
+            return self.grammar.unmerged if state.opener_due else None
         assert state.node is not None
         if state.mode == "id" and state.node.value is not None:
             return state.node.allowed + self.grammar._closer_lists[state.quote]
@@ -181,10 +262,12 @@ class CatalogGrounding:
             else:  # a token the mask did not allow (a caller that ignored it): the rest is free text
                 state.mode, state.node = "free", None
         state.tail = (state.tail + piece)[-_TAIL_CHARS:]
+        state.opener_due = False
         if state.mode == "free" and state.in_code:
-            match = _ID_OPENERS.search(state.tail)
-            if match:
-                state.mode, state.node, state.quote = "id", self.grammar.ids, match.group("quote")
+            quote = self.grammar.openers.state(state.tail)
+            if quote:
+                state.mode, state.node, state.quote = "id", self.grammar.ids, quote
+            state.opener_due = quote == ""
         elif state.mode == "free" and CODE_TAG in state.tail:
             state.in_code = True
             state.tail = state.tail[state.tail.index(CODE_TAG) + len(CODE_TAG):]

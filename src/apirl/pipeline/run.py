@@ -32,7 +32,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ class ModelRow:
 
 
 def model_rows(config: RunConfig) -> list[ModelRow]:
-    """The baselines of the untuned model, M_SFT, then each M_RL, in report order."""
+    """The baselines of the untuned model, M_SFT, then each M_RL, in report order; `-catalog` labels when the
+    run's `[generate]` grounds the answers in the API database."""
     rows = []
     for baseline in config.pipeline.baselines:
         if baseline == "chat":
@@ -67,6 +68,8 @@ def model_rows(config: RunConfig) -> list[ModelRow]:
     rows.append(ModelRow("sft", str(config.layout.model("sft")), "plain", 0))
     rows += [ModelRow(algorithm, str(config.layout.model(algorithm)), "plain", 0)
              for algorithm in config.pipeline.algorithms]
+    if config.generate.grounding == "catalog":
+        rows = [replace(row, label=f"{row.label}-catalog") for row in rows]
     return rows
 
 
