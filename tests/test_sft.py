@@ -129,3 +129,20 @@ def test_smoke_lora_sft_saves_a_merged_plain_checkpoint(real_data_dir: Path, tmp
     assert summary["method"] == "lora" and 0 < summary["trainable_parameters"] < 200_000
     model = load_model(resolve_model(str(result.stage_dir / "model")))
     assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_a_run_started_over_keeps_no_point_of_the_earlier_curve(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from apirl.data.apidb import ApiDatabase
+    from apirl.train.curve import ValCurve
+
+    out = tmp_path / "curve.jsonl"
+    curve = ValCurve([], ApiDatabase([]), None, out, every=5, max_new_tokens=8, batch_size=1)
+    curve._point = lambda _model, state: out.open("a").write(json.dumps({"step": state.global_step, "new": 1}) + "\n")
+    out.write_text('{"step": 0}\n{"step": 5}\n')
+    curve.on_train_begin(None, SimpleNamespace(global_step=0), None, model=None)
+    assert curve.rows() == [{"step": 0, "new": 1}]  # once, and this run's
+    out.write_text('{"step": 0}\n{"step": 5}\n{"step": 10}\n')
+    curve.on_train_begin(None, SimpleNamespace(global_step=5), None, model=None)  # resumed at step 5
+    assert curve.rows() == [{"step": 0}, {"step": 5}]

@@ -58,8 +58,9 @@ class ValCurve(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        # A resumed run restarts at its checkpoint's step: points written after it are dropped, then redone.
-        kept = [row for row in self.rows() if row["step"] <= state.global_step]
+        # A resumed run restarts at its checkpoint's step: points written after it are dropped, then redone. A
+        # run that starts over (`--force`) keeps none, not even an earlier run's step 0.
+        kept = [row for row in self.rows() if row["step"] <= state.global_step] if state.global_step else []
         self.out.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
         if state.global_step == 0:
             self._point(kwargs["model"], state)
