@@ -94,6 +94,7 @@ def write_grounded(grammar: CatalogGrammar, rng: random.Random) -> tuple[str, li
     pending: list[int] = []
     while True:
         allowed = state.allowed(0, tokens)
+        allowed = None if allowed is None else allowed.tolist()
         if allowed is None and not pending:
             if not wishes:
                 break
@@ -192,8 +193,9 @@ def test_an_id_cannot_escape_through_a_merged_or_doubled_quote(grammar, tokenize
         tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
         state = grammar.grounding()
         for position in range(len(tokens)):
-            assert (allowed := state.allowed(0, tokens[:position])) is None or tokens[position] in allowed
-        return state.allowed(0, tokens)
+            assert (allowed := state.allowed(0, tokens[:position])) is None or tokens[position] in allowed.tolist()
+        allowed = state.allowed(0, tokens)
+        return None if allowed is None else allowed.tolist()
 
     answer = (" <<<domain>>>: Natural Language Processing Text Generation\n<<<api_call>>>: "
               "pipeline('text-generation', model='gpt2')\n<<<api_provider>>>: x\n<<<code>>>: ")

@@ -26,10 +26,10 @@ RowDone = Callable[[int, list[int]], None]
 
 
 class Constraint(Protocol):
-    """Which tokens a row may take next (None: any), given its prompt index and its new tokens so far; e.g.
-    `apirl.models.grounding.CatalogGrounding`. The engine masks the rest before it picks."""
+    """Which tokens a row may take next (ids, a list or a 1-D tensor; None: any), given its prompt index and its
+    new tokens so far; e.g. `apirl.models.grounding.CatalogGrounding`. The engine masks the rest before it picks."""
 
-    def allowed(self, row: int, tokens: Sequence[int]) -> Sequence[int] | None: ...
+    def allowed(self, row: int, tokens: Sequence[int]) -> Any: ...
 
 
 @dataclass(frozen=True)

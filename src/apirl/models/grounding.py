@@ -47,13 +47,20 @@ _MERGED_QUOTE = re.compile(r"""['"][\w.\-/]""")
 _TAIL_CHARS = 160  # enough text to see any opener
 
 
+def _ids(tokens: list[int]) -> Any:
+    import torch
+
+    return torch.tensor(tokens, dtype=torch.long)
+
+
 @dataclass
 class TokenTrie:
     """The canonical token sequences of a set of strings; `value` is the string a node completes."""
 
     children: dict[int, TokenTrie] = field(default_factory=dict)
     value: str | None = None
-    _allowed: list[int] | None = None
+    _allowed: Any = None
+    _closing: dict[str, Any] = field(default_factory=dict)
 
     def add(self, tokens: Sequence[int], value: str) -> None:
         node = self
@@ -62,10 +69,17 @@ class TokenTrie:
         node.value = value
 
     @property
-    def allowed(self) -> list[int]:
+    def allowed(self) -> Any:
+        """The next tokens, as a 1-D tensor made once (the mask is built from tensors, not lists)."""
         if self._allowed is None:
-            self._allowed = list(self.children)
+            self._allowed = _ids(list(self.children))
         return self._allowed
+
+    def allowed_or_closing(self, quote: str, closers: list[int]) -> Any:
+        """The next tokens of an id, or a token that closes it with `quote`."""
+        if quote not in self._closing:
+            self._closing[quote] = _ids(list(self.children) + closers)
+        return self._closing[quote]
 
     def strings(self) -> list[str]:
         """Every string the trie holds (for tests and checks)."""
@@ -205,7 +219,7 @@ class CatalogGrammar:
         self._closer_lists = {quote: sorted(ids) for quote, ids in self.closers.items()}
         # Where an opener's quote is due, a token that writes the quote and the start of a string at once
         # (`'s`, `('t`) would carry an id past the trie: those are masked there.
-        self.unmerged = [t for t, piece in enumerate(self.pieces) if not _MERGED_QUOTE.search(piece)]
+        self.unmerged = _ids([t for t, piece in enumerate(self.pieces) if not _MERGED_QUOTE.search(piece)])
 
     def grounding(self) -> CatalogGrounding:
         return CatalogGrounding(self)
@@ -227,14 +241,14 @@ class _Row:
 
 
 class CatalogGrounding:
-    """The engine's constraint for one decode: `allowed(row, tokens)` is the list of token ids the row may take
-    next (None: any), given the tokens it has so far."""
+    """The engine's constraint for one decode: `allowed(row, tokens)` is the token ids the row may take next (a
+    1-D tensor; None: any), given the tokens it has so far."""
 
     def __init__(self, grammar: CatalogGrammar) -> None:
         self.grammar = grammar
         self.rows: dict[int, _Row] = {}
 
-    def allowed(self, row: int, tokens: Sequence[int]) -> list[int] | None:
+    def allowed(self, row: int, tokens: Sequence[int]) -> Any:
         state = self.rows.get(row)
         if state is None:
             state = self.rows[row] = _Row(node=self.grammar.opening)
@@ -245,7 +259,7 @@ class CatalogGrounding:
             return self.grammar.unmerged if state.opener_due else None
         assert state.node is not None
         if state.mode == "id" and state.node.value is not None:
-            return state.node.allowed + self.grammar._closer_lists[state.quote]
+            return state.node.allowed_or_closing(state.quote, self.grammar._closer_lists[state.quote])
         return state.node.allowed
 
     def _feed(self, state: _Row, token: int) -> None:
@@ -286,29 +300,28 @@ class CatalogGrounding:
 
 
 def mask_logits(logits: Any, rows: Sequence[int], tokens: Sequence[Sequence[int]], constraint: Any) -> Any:
-    """`logits` (one row per entry of `rows`) with every token the constraint forbids set to
-    -inf. Only the constrained rows are computed: a step where every row writes free text costs nothing."""
+    """`logits` (one row per entry of `rows`) with every token the constraint forbids set to -inf. Only the
+    constrained rows are computed: a step where every row writes free text costs nothing."""
     import torch
 
     if constraint is None:
         return logits
     constrained: list[int] = []
-    places: list[int] = []  # (place among the constrained rows, token) of every allowed token
-    columns: list[int] = []
+    places, columns = [], []  # per constrained row: its place among them, and its allowed tokens
     for position, (row, so_far) in enumerate(zip(rows, tokens, strict=True)):
         allowed = constraint.allowed(row, so_far)
         if allowed is not None:
-            places += [len(constrained)] * len(allowed)
-            columns += allowed
+            allowed = torch.as_tensor(allowed, dtype=torch.long)
+            places.append(torch.full_like(allowed, len(constrained)))
+            columns.append(allowed)
             constrained.append(position)
     if not constrained:
         return logits
     index = torch.tensor(constrained, device=logits.device)
-    places_t = torch.tensor(places, device=logits.device)
-    columns_t = torch.tensor(columns, dtype=torch.long, device=logits.device)
+    place, column = torch.cat(places).to(logits.device), torch.cat(columns).to(logits.device)
     masked = torch.full((len(constrained), logits.shape[-1]), float("-inf"), dtype=logits.dtype,
                         device=logits.device)
-    masked[places_t, columns_t] = logits[index[places_t], columns_t]
+    masked[place, column] = logits[index[place], column]
     return logits.index_copy(0, index, masked)
 
 
