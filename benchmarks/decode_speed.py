@@ -23,12 +23,12 @@ tokens (all of them, and their first 32).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from tables import emit
 
 from apirl.config import load_config
 from apirl.data.dataset import build_examples, load_gorilla
@@ -221,10 +221,7 @@ def main() -> None:
     table = {"model": args.model, "n": args.n, "batch_size": size, "max_new_tokens": args.max_new_tokens,
              "prompt_tokens": sum(len(p) for p in prompts), "threads": torch.get_num_threads(), **describe(),
              "date": time.strftime("%Y-%m-%d"), "commit": git_commit(), "limit": limit, "decoders": results}
-    print(json.dumps(table, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

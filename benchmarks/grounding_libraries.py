@@ -15,11 +15,10 @@ grammar's build time, and milliseconds per step of the whole batch (what it adds
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
+from tables import emit
 
 from apirl.config import load_config
 from apirl.data.apidb import as_text
@@ -107,10 +106,7 @@ def main() -> None:
     table = {"rows": len(streams), "steps": steps, "vocab": vocab, "calls": len(rows), **describe(),
              "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
              "results": results}
-    print(json.dumps(table, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ fine-tuned model: an untuned one rarely writes the tagged format that the gramma
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from tables import emit
 
 from apirl.config import load_config
 from apirl.data.dataset import build_examples, load_gorilla
@@ -89,10 +88,7 @@ def main() -> None:
              "repeats": args.repeats, "threads": torch.get_num_threads(), **describe(),
              "date": time.strftime("%Y-%m-%d"),
              "commit": git_commit(), "runs": results, "per_token_overhead": round(overhead, 4)}
-    print(json.dumps(table, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

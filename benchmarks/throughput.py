@@ -16,7 +16,6 @@ torch.cuda.max_memory_allocated (GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tables import emit
 
 from apirl.config import load_config
 from apirl.data.dataset import build_examples, load_gorilla
@@ -168,10 +168,7 @@ def main() -> None:
                      generate_tokens_per_s=round(generate_tokens_per_s(cfg, source, splits["test"]), 1))
     table["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
                                     else peak_memory_mb(), 1)
-    print(json.dumps(table, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    emit(table, args.out)
 
 
 if __name__ == "__main__":
