@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from apirl.data.apidb import ApiDatabase, ApiRow
+from apirl.data.apidb import ApiDatabase, ApiRow, load_api_database
 from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.calibrate import calibration_report, calibration_samples, with_code
 from apirl.feedback.config import FeedbackConfig
@@ -26,6 +26,7 @@ from apirl.feedback.openai_judge import JudgeUnavailable
 from apirl.feedback.questions import QUESTIONS
 from apirl.feedback.stage import feedback_row, judge_samples, make_pairs
 from apirl.feedback.types import Answer, Sample
+from apirl.jsonl import write_jsonl
 
 QUIET = Console(quiet=True)
 TEXT_TO_KEY = {q.text: q.key for q in QUESTIONS}
@@ -105,10 +106,12 @@ def test_sampling_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path: Path,
     from apirl.models.load import ModelSource
 
     calls: list[list[str]] = []
+    groundings: list[tuple[str, object]] = []
     kill = {"after": 1}
 
     def fake_generate(model, tokenizer, prompts, config, *, seed, on_batch, **kwargs):
         assert config.do_sample and config.top_p == 0.95 and config.max_new_tokens == 512
+        groundings.append((config.grounding, kwargs.get("catalog")))
         for number, start in enumerate(range(0, len(prompts), config.batch_size)):
             if number == kill["after"]:
                 raise KeyboardInterrupt("killed")
@@ -140,6 +143,16 @@ def test_sampling_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path: Path,
     assert again == rows and stats["generated"] == 0 and len(calls) == 2
     _rows, stats = sample(feedback.model_copy(update={"temperature": 0.9}))
     assert (stats["generated"], stats["resumed"]) == (6, 0)  # another temperature: new samples
+    # Grounded samples are other samples, decoded against the catalog the stage passes.
+    from conftest import API_ROWS
+
+    write_jsonl(tmp_path / "api.jsonl", API_ROWS)
+    catalog = load_api_database(tmp_path / "api.jsonl")
+    sample(feedback)
+    grounded = feedback.model_copy(update={"sample_grounding": "catalog"})
+    _rows, stats = run.sample_completions(grounded, model, 0, source, prompts, tmp_path, QUIET, catalog)
+    assert (stats["generated"], stats["resumed"]) == (6, 0) and groundings[-1] == ("catalog", catalog)
+    assert groundings[0][0] == "none"
 
 
 # ------------------------------------------------------------------------------------------------------------
