@@ -153,6 +153,11 @@ def test_the_engine_decodes_only_catalog_domains_and_calls(catalog: ApiDatabase,
             assert text.startswith(f" <<<domain>>>: {domain}\n<<<api_call>>>: {call}\n"), text
 
 
+def test_a_catalog_with_nothing_to_ground_in_is_refused(tokenizer) -> None:
+    with pytest.raises(InputError, match="nothing to ground"):
+        CatalogGrammar(ApiDatabase([]), tokenizer)
+
+
 def test_grounding_needs_the_catalog_and_names_its_responses(tmp_path) -> None:
     from apirl.models.config import GenerateConfig
     from apirl.models.generation import generate_batches
@@ -175,6 +180,10 @@ def test_grounding_needs_the_catalog_and_names_its_responses(tmp_path) -> None:
     ("tagger = SequenceTagger.load('", "'"),
     ("vad = VAD.from_hparams(source='", "'"),
     ("agent = load_from_hub(repo_id='", "'"),
+    ("checkpoint = load_from_hub('", "'"),  # a function loader too, not only a method
+    ("detector = ultralytics.YOLO('", "'"),
+    ("tagger = flair.models.SequenceTagger.load('", "'"),
+    ("weights = myclip.load('", None),  # not the catalog's `clip.load`
     ("m = AutoModel.from_pretrained(", ""),  # the quote may come next: no merged quote token there
     ("m = AutoModel.from_pretrained", ""),
     ("ner = pipeline('ner', model", ""),

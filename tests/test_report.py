@@ -243,3 +243,20 @@ def test_report_renders_in_headless_chromium_with_its_images(run_dir: Path, tmp_
     images, loaded = map(int, probe.groups())
     assert images == loaded == 11
     assert "apirl report: tiny" in result.stdout
+
+
+def test_a_grounded_row_follows_its_model_and_is_paired_with_m_sft_grounded_and_free(run_dir: Path) -> None:
+    """`sft-catalog` (apirl.models.config.GROUNDED) sits right after `sft`, is paired with `sft` (what grounding
+    changes), and a grounded RL row with `sft-catalog`, not with the free M_SFT."""
+    eval_dir = run_dir / "eval"
+    for label, right in (("sft-catalog", 20), ("ppo-catalog", 25)):
+        _write(eval_dir / f"{label}.json", _summary(40, right / 40))
+        _write_lines(eval_dir / "details" / f"{label}.jsonl", [
+            {"question_id": q, "gorilla_outcome": "correct" if q < right else "error", "strict_outcome": "error",
+             "has_reference_code": True, "rouge_l": 0.3, "codebleu_sentence": 0.2} for q in range(40)])
+    markdown = write_report(run_dir, command="apirl report runs/tiny").markdown.read_text(encoding="utf-8")
+    results = markdown.split("## Paired differences")[0]
+    assert results.index("| sft |") < results.index("| sft-catalog |") < results.index("| ppo-catalog |")
+    paired = markdown.split("## Paired differences")[1].split("\n## ")[0]
+    assert "| sft-catalog | sft | 40 | +25.0 [" in paired
+    assert "| ppo-catalog | sft-catalog | 40 | +12.5 [" in paired and "| ppo-catalog | sft | " not in paired

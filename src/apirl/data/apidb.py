@@ -136,6 +136,13 @@ class ApiDatabase:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def fingerprint(self) -> str:
+        """A hash of the rows as loaded (whatever file, or none, they came from)."""
+        import hashlib
+
+        text = json.dumps([[row.domain, row.api_name, row.api_call] for row in self.rows], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def __iter__(self):
         return iter(self.rows)
 

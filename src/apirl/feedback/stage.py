@@ -89,7 +89,7 @@ def prompt_subset(prompts: list[dict[str, str]], limit: int, seed: int) -> list[
 
 
 def _sampling_fingerprint(fb: FeedbackConfig, model: ModelConfig, seed: int, source: ModelSource,
-                          prompts: list[dict[str, str]], catalog_path: Path | None = None) -> dict[str, Any]:
+                          prompts: list[dict[str, str]], catalog_sha: str | None = None) -> dict[str, Any]:
     weights = policy_weights(source)
     digest = hashlib.sha256("\x00".join(f"{p['example_id']}\x01{p['prompt']}" for p in prompts).encode())
     # One weight file is hashed alone (what earlier runs recorded, so their samples stay reusable), shards together.
@@ -100,8 +100,8 @@ def _sampling_fingerprint(fb: FeedbackConfig, model: ModelConfig, seed: int, sou
             "sampling": {"samples_per_prompt": fb.samples_per_prompt, "temperature": fb.temperature,
                          "top_p": fb.top_p, "max_new_tokens": fb.max_new_tokens, "batch_size": fb.batch_size,
                          # only when on, so samples drawn before the option existed stay reusable
-                         **({"grounding": fb.sample_grounding, "catalog_sha256": file_sha256(catalog_path)}
-                            if fb.sample_grounding != "none" and catalog_path is not None else {})},
+                         **({"grounding": fb.sample_grounding, "catalog_sha256": catalog_sha}
+                            if fb.sample_grounding != "none" else {})},
             "prompts_sha256": digest.hexdigest()}
 
 
@@ -113,7 +113,8 @@ def sample_completions(fb: FeedbackConfig, model: ModelConfig, seed: int, source
     `fb.sample_grounding` asks for it."""
     out, meta = stage_dir / SAMPLES, stage_dir / "samples.meta.json"
     partial, partial_meta = stage_dir / (SAMPLES + ".partial"), stage_dir / (SAMPLES + ".partial.meta.json")
-    fingerprint = _sampling_fingerprint(fb, model, seed, source, prompts, catalog.path if catalog is not None else None)
+    fingerprint = _sampling_fingerprint(fb, model, seed, source, prompts,
+                                        catalog.fingerprint() if catalog is not None else None)
     wanted = [(prompt, k) for prompt in prompts for k in range(fb.samples_per_prompt)]
     done = rows_written_under(out, meta, fingerprint, "sample_id")
     finished = len(done) == len(wanted)

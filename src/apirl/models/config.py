@@ -8,6 +8,9 @@ from pydantic import Field
 
 from apirl.config_base import StrictModel
 
+# The label suffix of answers decoded with `grounding = "catalog"` (`sft-catalog`): results, report rows, pairs.
+GROUNDED = "-catalog"
+
 
 class ModelConfig(StrictModel):
     """Which policy model to start from (see `apirl.models.load` for the specs) and how to hold it.

@@ -33,6 +33,7 @@ from typing import Any
 
 from apirl.code_facts import CLASS_LOADERS, FUNCTION_LOADERS, MODEL_KEYWORDS, looks_like_hub_id
 from apirl.data.apidb import ApiDatabase, ApiRow
+from apirl.errors import InputError
 
 OPENING = " <<<domain>>>:"
 AFTER_DOMAIN = "\n<<<api_call>>>:"
@@ -114,18 +115,22 @@ def hub_ids(catalog: ApiDatabase) -> set[str]:
     return ids
 
 
-def _first_argument_form(callee: str) -> str | None:
-    """The regex of a callee whose first argument is a hub id: `Owner.load` as written (`SequenceTagger.load`),
-    a method (`.from_pretrained`) after any owner, a function (`YOLO`) by its name; None for the callees
-    whose first argument is not (`pipeline`: the task; `torch.load`: a file)."""
+def _first_argument_forms(callee: str) -> list[str]:
+    """The regexes of a callee whose first argument is a hub id: `Owner.load` as written (`SequenceTagger.load`,
+    not `torch.hub.load`), a method (`.from_pretrained`) after any owner, a function (`YOLO`, also as
+    `ultralytics.YOLO`) by its name, both for a name that is either (`load_from_hub`); none for the callees whose
+    first argument is not an id (`pipeline`: the task; `torch.load`: a file)."""
     owner, _, name = callee.rpartition(".")
     if name == "load":
-        return re.escape(callee) if owner and owner != "torch" else None
+        return [rf"(?<!\w){re.escape(callee)}"] if owner and owner.split(".")[0] != "torch" else []
     if name in _NOT_FIRST_ARGUMENT:
-        return None
+        return []
+    forms = []
     if owner or name in CLASS_LOADERS:
-        return rf"\.{re.escape(name)}"
-    return rf"(?<![\w.]){re.escape(name)}"
+        forms.append(rf"\.{re.escape(name)}")
+    if not owner or name in FUNCTION_LOADERS:
+        forms.append(rf"(?<!\w){re.escape(name)}")
+    return forms
 
 
 @dataclass(frozen=True)
@@ -133,8 +138,8 @@ class Openers:
     """Where code is about to write a hub id: the loaders of `apirl.code_facts` and every callee that passes one of
     the catalog's ids in the catalog's own calls (`YOLO('...')`, `SequenceTagger.load('...')`), as a first
     argument; a pipeline's second argument; a model keyword (`model=`, `repo_id=`, `source=`...) of a call to
-    one of those callees. `quote(tail)` is the quote that opens the id when `tail` ends right after it;
-    `due(tail)` says that an opener's quote may be the next character."""
+    one of those callees. `state(tail)` says whether `tail` ends right after an opener's quote, or where one may
+    come next."""
 
     first_argument: re.Pattern[str]
     keyword: re.Pattern[str]
@@ -158,12 +163,12 @@ class Openers:
                     first.add(callee)
                 keywords |= {keyword.arg for keyword in node.keywords if keyword.arg
                              and isinstance(keyword.value, ast.Constant) and keyword.value.value in ids}
-        forms = sorted({form for callee in first if (form := _first_argument_form(callee))}, key=len, reverse=True)
+        forms = sorted({form for callee in first for form in _first_argument_forms(callee)}, key=len, reverse=True)
         # Each form also matches where its quote is still to come (`due`): before the paren, the comma, the `=`.
         first_argument = re.compile(rf"(?:{'|'.join(forms)})(?:\(\s*(?P<quote>['\"])?)?$"
                                     rf"|\bpipeline\(\s*(?:task\s*=\s*)?(?P<tq>['\"])[^'\"\n]*(?P=tq)\s*"
                                     rf"(?:,\s*(?P<quote2>['\"])?)?$")
-        keyword = re.compile(rf"(?P<callee>[\w.]+)\([^()]*?\b(?:{'|'.join(sorted(keywords))})\s*"
+        keyword = re.compile(rf"(?<![\w.])(?P<callee>[\w.]+)\([^()]*?\b(?:{'|'.join(sorted(keywords))})\s*"
                              rf"(?:=\s*(?P<quote>['\"])?)?$")
         # A keyword's call: a loader by its name, or an `Owner.load` by its whole name (not `torch.hub.load`).
         callees = {callee if callee.endswith(".load") else callee.rpartition(".")[2] for callee in first}
@@ -200,6 +205,9 @@ class CatalogGrammar:
         self.opening = TokenTrie()
         self.opening.add(encode(OPENING), OPENING)
         self.rows = groundable_rows(catalog)
+        if not self.rows:
+            raise InputError("the API database has no call the evaluation recognises: nothing to ground answers in",
+                             path=catalog.path or "<api database>", field="generate.grounding")
         self.calls: dict[str, TokenTrie] = {}
         for row in self.rows:
             self.calls.setdefault(row.domain, TokenTrie()).add(encode(f" {row.api_call}{AFTER_CALL}"), row.api_call)

@@ -28,7 +28,7 @@ from apirl.data.dataset import Example
 from apirl.data.stage import read_catalog, read_examples
 from apirl.errors import InputError
 from apirl.jsonl import json_line, rows_written_under, write_jsonl
-from apirl.models.config import GenerateConfig, ModelConfig
+from apirl.models.config import GROUNDED, GenerateConfig, ModelConfig
 from apirl.models.generation import build_prompt, generate_batches, pick_shots
 from apirl.models.load import load_model, load_tokenizer, resolve_model
 from apirl.rundir import (
@@ -126,7 +126,7 @@ def default_label(spec: str, layout: RunLayout, grounding: str = "none") -> str:
         label = path.parent.name
     else:
         label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.removeprefix("hf:")).strip("_") or "model"
-    return f"{label}-catalog" if grounding == "catalog" else label
+    return f"{label}{GROUNDED}" if grounding == "catalog" else label
 
 
 def run_generate(generate: GenerateConfig, model: ModelConfig, layout: RunLayout, seed: int, label: str, *,

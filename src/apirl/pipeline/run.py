@@ -41,6 +41,7 @@ from rich.console import Console
 
 from apirl.config import RunConfig
 from apirl.errors import InputError
+from apirl.models.config import GROUNDED
 from apirl.rundir import StageResult, git_commit, package_versions
 
 STAGES = ("data", "sft", "feedback", "reward", "rl", "generate", "eval", "report")
@@ -69,7 +70,7 @@ def model_rows(config: RunConfig) -> list[ModelRow]:
     rows += [ModelRow(algorithm, str(config.layout.model(algorithm)), "plain", 0)
              for algorithm in config.pipeline.algorithms]
     if config.generate.grounding == "catalog":
-        rows = [replace(row, label=f"{row.label}-catalog") for row in rows]
+        rows = [replace(row, label=f"{row.label}{GROUNDED}") for row in rows]
     return rows
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from apirl.errors import InputError
 from apirl.evaluate.paired import load_details
 from apirl.jsonl import iter_jsonl
+from apirl.models.config import GROUNDED
 from apirl.rundir import MANIFEST, RunLayout
 
 # The stages of a full run, in pipeline order (`generate/<label>` holds one manifest per model); any other
@@ -136,8 +137,8 @@ def read_models(eval_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     paths = [p for p in eval_dir.glob("*.json") if p.name not in (gorilla, MANIFEST)]
 
     def order(path: Path) -> tuple[int, str]:
-        label = path.stem
-        return (MODEL_ORDER.index(label) if label in MODEL_ORDER else len(MODEL_ORDER), label)
+        label = path.stem.removesuffix(GROUNDED)  # a grounded row right after its model's
+        return (MODEL_ORDER.index(label) if label in MODEL_ORDER else len(MODEL_ORDER), path.stem)
 
     return [(path.stem, _check_eval_summary(read_json(path), path, path.stem)) for path in sorted(paths, key=order)]
 

@@ -18,6 +18,7 @@ from typing import Any
 from apirl.errors import InputError
 from apirl.evaluate.paired import COMPARISON_HEADER, compare, comparison_row
 from apirl.evaluate.tables import format_value, markdown_table
+from apirl.models.config import GROUNDED
 from apirl.report import plots
 from apirl.report.collect import KNOWN_STAGES, RL_ALGORITHMS, RunData
 from apirl.stats import wilson_interval
@@ -190,13 +191,20 @@ def results_section(run: RunData) -> Section:
     return section
 
 
+def sft_label(label: str) -> str:
+    """The M_SFT row a model is paired with: the grounded one for a grounded model."""
+    return f"sft{GROUNDED}" if label.endswith(GROUNDED) else "sft"
+
+
 def paired_section(run: RunData) -> Section:
     """Each RL model (and baseline) minus M_SFT, and each run model minus Gorilla-7B's zero-shot rows, question by
     question: the interval of a difference, which the per-model intervals of the results table overstate."""
     section = Section("Paired differences")
     labels = [label for label, _ in run.models]
     anchors = [label for label, _ in run.anchors if any(m in label for m in ZERO_SHOT_MARKERS)]
-    pairs = [(label, "sft") for label in labels if label != "sft"]
+    # Each model minus M_SFT decoded the same way (`ppo-catalog` minus `sft-catalog`), and grounding's own effect.
+    pairs = [(label, sft_label(label)) for label in labels if label != sft_label(label)]
+    pairs += [(f"sft{GROUNDED}", "sft")]
     pairs += [(label, anchor) for anchor in anchors for label in labels]
     pairs = [(a, b) for a, b in pairs if a in run.details and b in run.details]
     if not pairs:
