@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,7 +225,7 @@ class CatalogGrammar:
         self.closers = {quote: frozenset(t for t, piece in enumerate(self.pieces) if piece.startswith(quote)
                                          and (len(piece) == 1 or piece[1] in _AFTER_CLOSING))
                         for quote in ("'", '"')}
-        self._closer_lists = {quote: sorted(ids) for quote, ids in self.closers.items()}
+        self.closer_lists = {quote: sorted(ids) for quote, ids in self.closers.items()}
         # Where an opener's quote is due, a token that writes the quote and the start of a string at once
         # (`'s`, `('t`) would carry an id past the trie: those are masked there.
         self.unmerged = _ids([t for t, piece in enumerate(self.pieces) if not _MERGED_QUOTE.search(piece)])
@@ -268,7 +268,7 @@ class CatalogGrounding:
             return self.grammar.unmerged if state.opener_due else None
         assert state.node is not None
         if state.mode == "id" and state.node.value is not None:
-            return state.node.allowed_or_closing(state.quote, self.grammar._closer_lists[state.quote])
+            return state.node.allowed_or_closing(state.quote, self.grammar.closer_lists[state.quote])
         return state.node.allowed
 
     def _feed(self, state: _Row, token: int) -> None:
@@ -332,9 +332,3 @@ def mask_logits(logits: Any, rows: Sequence[int], tokens: Sequence[Sequence[int]
                         device=logits.device)
     masked[place, column] = logits[index[place], column]
     return logits.index_copy(0, index, masked)
-
-
-def catalog_strings(grammar: CatalogGrammar) -> Iterable[str]:
-    """Every call of the grammar, over all domains."""
-    for trie in grammar.calls.values():
-        yield from trie.strings()
