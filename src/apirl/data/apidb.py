@@ -8,6 +8,7 @@ The evaluator, the tools judge and the offline hub use these lookups; nobody els
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -138,8 +139,6 @@ class ApiDatabase:
 
     def fingerprint(self) -> str:
         """A hash of the rows as loaded (whatever file, or none, they came from)."""
-        import hashlib
-
         text = json.dumps([[row.domain, row.api_name, row.api_call] for row in self.rows], ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
 

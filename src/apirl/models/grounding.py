@@ -146,9 +146,9 @@ class Openers:
     callees: frozenset[str]
 
     @classmethod
-    def of(cls, catalog: ApiDatabase) -> Openers:
-        ids = hub_ids(catalog)
-        first = {name for name in CLASS_LOADERS | FUNCTION_LOADERS}
+    def of(cls, catalog: ApiDatabase, ids: set[str]) -> Openers:
+        """The openers of `catalog`, whose hub ids are `ids` (`hub_ids`)."""
+        first = set(CLASS_LOADERS | FUNCTION_LOADERS)
         keywords = set(MODEL_KEYWORDS)
         for row in catalog.rows:
             try:
@@ -214,10 +214,11 @@ class CatalogGrammar:
         self.domains = TokenTrie()
         for domain in self.calls:
             self.domains.add(encode(f" {domain}{AFTER_DOMAIN}"), domain)
+        ids = hub_ids(catalog)
         self.ids = TokenTrie()
-        for model_id in sorted(hub_ids(catalog)):
+        for model_id in sorted(ids):
             self.ids.add(encode(model_id), model_id)
-        self.openers = Openers.of(catalog)
+        self.openers = Openers.of(catalog, ids)
         size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
         self.pieces = tokenizer.batch_decode([[token] for token in range(size)], clean_up_tokenization_spaces=False)
         # A hub id ends at its closing quote: the quote alone or followed by what may come after a string
@@ -244,7 +245,6 @@ class _Row:
     tail: str = ""  # the last characters of the text, to spot an opener
     in_code: bool = False
     opener_due: bool = False  # an opener's quote may come next: no token may write it merged with more text
-    domain: str | None = None
     quote: str = "'"
     chosen: list[str] = field(default_factory=list)  # what the row took from the catalog, in order
 
@@ -302,7 +302,6 @@ class CatalogGrounding:
             return
         state.chosen.append(value)
         if state.mode == "domain":
-            state.domain = value
             state.mode, state.node = "call", self.grammar.calls[value]
         else:
             state.mode, state.node = "free", None
