@@ -108,8 +108,22 @@ def test_gold_runs_bound_but_not_strict(executor: Executor) -> None:
     bound = run(executor, GOLD)
     assert bound.status == "ok", bound
     assert bound.model_ids == (SENTIMENT,)
+    assert bound.loaded == (SENTIMENT,)  # the sandbox saw the pipeline open the repository's files
     strict = run(executor, GOLD, "strict")
     assert (strict.status, strict.error_type) == ("runtime_error", "NameError")
+
+
+def test_only_a_real_load_is_credited(executor: Executor) -> None:
+    """Code that runs without the API loads nothing; naming the id, or opening a path under the hub's prefix that
+    is no file of the repository (missing, or climbing out with ..), credits no model either."""
+    assert run(executor, "import pandas\nprint(sum(range(3)))\n").loaded == ()
+    assert run(executor, f"name = '{SENTIMENT}'\nprint(name)\n").loaded == ()
+    repo = f"os.environ['HF_HOME'] + '/hub/models--{SENTIMENT}'"
+    crafted = ("import os\n"
+               f"for path in ({repo} + '/not-a-file', {repo} + '/../../hub/x', {repo} + '/snapshots'):\n"
+               "    try:\n        open(path).close()\n    except OSError:\n        pass\n")
+    verdict = run(executor, crafted)
+    assert verdict.status == "ok" and verdict.loaded == (), verdict
 
 
 def test_hub_is_lazy_and_cached(executor: Executor) -> None:

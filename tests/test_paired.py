@@ -64,6 +64,20 @@ def test_compare_counts_gains_losses_and_what_counts() -> None:
     assert comparison_row("b", "a", no_exec)[-1] == "–"
 
 
+def test_executability_with_the_api_is_paired_apart() -> None:
+    """Code that runs without loading the API counts for exec bound, not for exec API."""
+    a = {1: {**_row(1, "correct", executes=True), "executes_api": False},
+         2: {**_row(2, "correct", executes=True), "executes_api": True}}
+    b = {1: {**_row(1, "correct", executes=True), "executes_api": True},
+         2: {**_row(2, "correct", executes=True), "executes_api": True}}
+    by_key = {d.key: d for d in compare(a, b, samples=50)}
+    assert by_key["executability"].diff == 0.0
+    api = by_key["executability_api"]
+    assert (api.a, api.b, api.better, api.worse) == (0.5, 1.0, 1, 0)
+    assert "executability_api" not in {d.key for d in compare({1: _row(1, "correct", executes=True)},
+                                                              {1: _row(1, "correct", executes=True)})}
+
+
 def test_compare_refuses_different_questions() -> None:
     with pytest.raises(InputError, match=r"sft and ppo score different questions: 1 only in sft \(e.g. \[2\]\)"):
         compare({1: _row(1, "correct"), 2: _row(2, "error")}, {1: _row(1, "correct")}, names=("sft", "ppo"))

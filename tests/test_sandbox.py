@@ -18,6 +18,7 @@ import pytest
 
 from apirl.execution.failures import DEFAULT_UNSUPPORTED, STATUSES, classify
 from apirl.execution.sandbox import ExecResult, Sandbox, allowed_env
+from apirl.execution.worker import loaded_repos
 from smoke_helpers import host_processes_named
 
 OUTPUT_KB = 64
@@ -99,6 +100,35 @@ def test_allowed_env_passes_only_the_allow_list():
            "DB_PASSWORD": "x", "DATABASE_URL": "postgres://u:p@h/d", "MYSQL_PWD": "x", "JUDGE_BEARER": "x",
            "SSH_AUTH_SOCK": "/tmp/agent", "LANG": "C.UTF-8", "LC_ALL": "C", "CUDA_VISIBLE_DEVICES": "0"}
     assert allowed_env(env) == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C"}
+
+
+def test_loaded_repos_credits_only_existing_files_of_a_repository(tmp_path: Path):
+    snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / "rev"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    prefix = str(tmp_path) + "/hub/models--"
+    opened = "\n".join(["org--name/snapshots/rev/config.json", "org--name/snapshots/rev/config.json",
+                        "org--name/snapshots/rev/missing.bin", "other--x/../org--name/snapshots/rev/config.json",
+                        "org--name", "org--name/snapshots"])
+    assert loaded_repos(opened, prefix) == ("org/name",)
+    assert loaded_repos(None, prefix) == ()
+    assert loaded_repos("other--x/../org--name/snapshots/rev/config.json", prefix) == ()
+
+
+def test_the_sandbox_records_the_hub_repositories_a_snippet_opens(tmp_path: Path):
+    """The record is an audit hook installed before the code: rebinding built-ins or `open` does not hide a load,
+    and a snippet that fails is credited with nothing."""
+    snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / "rev"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    config = "os.environ['HF_HOME'] + '/hub/models--org--name/snapshots/rev/config.json'"
+    with Sandbox(workers=1, timeout_s=5, memory_mb=256, env={"HF_HOME": str(tmp_path)}) as sandbox:
+        assert sandbox.run(f"import os\nopen({config}).read()\n").loaded == ("org/name",)
+        assert sandbox.run(f"import os, builtins\npath = {config}\nbuiltins.type = builtins.str = None\n"
+                           "os.read(os.open(path, os.O_RDONLY), 2)\n").loaded == ("org/name",)
+        assert sandbox.run("print('no model')\n").loaded == ()
+        failed = sandbox.run(f"import os\nopen({config}).read()\nraise ValueError\n")
+        assert failed.status == "runtime_error" and failed.loaded == ()
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -126,3 +126,19 @@ def test_gorilla_ft_zero_shot_anchor(real_data_dir):
     assert summary["n"] == 904
     assert round(summary["hallucination"] * 904) == 99
     assert round(summary["ast_accuracy"] * 904) == 627
+
+
+def test_uses_api_counts_the_named_model_or_one_of_the_gold_domain(tiny):
+    """Executability with the API: the code must have loaded the model its api_call names (whatever its domain)
+    or any model of the gold domain; a load of another domain's model, or no load, does not count."""
+    from apirl.evaluate.stage import uses_api
+
+    _, data, _ = tiny
+    sentiment, vit = "distilbert-base-uncased-finetuned-sst-2-english", "google/vit-base-patch16-224"
+    text_classification = "Natural Language Processing Text Classification"
+    assert uses_api([sentiment], None, text_classification, data.api_db)  # a gold-domain model
+    assert uses_api([vit], f"AutoModel.from_pretrained('{vit}')", text_classification, data.api_db)  # the named one
+    assert not uses_api([vit], f"pipeline('sentiment-analysis', model='{sentiment}')", text_classification,
+                        data.api_db)  # named one model, loaded another domain's
+    assert not uses_api([], f"pipeline('sentiment-analysis', model='{sentiment}')", text_classification,
+                        data.api_db)  # ran without loading anything

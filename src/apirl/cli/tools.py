@@ -101,6 +101,7 @@ def eval_responses_cmd(
     print(f"\n{summary['n']} responses, split {cfg.eval.split}, {summary['seconds']} s")
     if execute:
         print(f"executability: {100 * summary['executability']:.1f}% bound, "
+              f"{100 * summary['executability_api']:.1f}% bound with the API, "
               f"{100 * summary['executability_strict']:.1f}% strict; bound failures {summary['exec_failures']}")
     if summary["missing_responses"]:
         console.print(f"[yellow]{summary['missing_responses']} questions of the split had no response "

@@ -8,7 +8,7 @@ the one of "is B better than A on questions like these", the question RL must an
 
 The inputs are per-question details (`apirl eval responses --details`, the pipeline's `eval/details/<label>.jsonl`):
 one object per question with `question_id`, both AST outcomes, the text metrics and, when the code was run,
-`executes`.
+`executes` and `executes_api` (it ran and loaded the named model or one of the gold domain).
 """
 
 from __future__ import annotations
@@ -45,12 +45,17 @@ def _executes(row: dict[str, Any], mode: str) -> float | None:
     return float(row["executes"]) if row.get("executes") is not None else None
 
 
+def _executes_api(row: dict[str, Any], mode: str) -> float | None:
+    return float(row["executes_api"]) if row.get("executes_api") is not None else None
+
+
 METRICS: tuple[Metric, ...] = (
     ("ast_accuracy", "AST acc", _outcome("correct")),
     ("hallucination", "halluc.", _outcome("hallucination")),
     ("rouge_l", "ROUGE-L", _text("rouge_l")),
     ("codebleu_sentence", "CodeBLEU (per q.)", _text("codebleu_sentence")),
     ("executability", "exec bound", _executes),
+    ("executability_api", "exec API", _executes_api),
 )
 REQUIRED_KEYS = ("question_id", "gorilla_outcome", "strict_outcome", "has_reference_code", "rouge_l",
                  "codebleu_sentence")

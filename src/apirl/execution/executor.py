@@ -101,6 +101,7 @@ class ExecVerdict:
     message: str
     seconds: float
     model_ids: tuple[str, ...]
+    loaded: tuple[str, ...] = ()  # of a snippet that ran: the database models it loaded from the hub
 
     @property
     def ok(self) -> bool:
@@ -172,7 +173,8 @@ class Executor:
                 status = "hub_gap"
                 message = f"a file is missing from the offline hub's tiny repo | {message}"
             verdicts.append(ExecVerdict(key, mode, status, result.error_type, message[:2000],
-                                        round(result.seconds, 3), ids[key]))
+                                        round(result.seconds, 3), ids[key],
+                                        tuple(i for i in result.loaded if i in self.hub.known)))
         return verdicts
 
 

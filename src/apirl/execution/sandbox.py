@@ -48,6 +48,11 @@ a hostile-snippet test (tests/test_sandbox_escape.py, tests/test_sandbox.py). Co
   built-in types, which the code cannot rebind: rebinding json.dumps or os.write once forged `ok`), its outcome
   is fixed bytes chosen by the branch that ran, and the worker reads the first report with the token: anything
   else written on the pipe is ignored.
+- What a snippet loaded: an audit hook (`sys.addaudithook`, which the code cannot remove), installed before the
+  code with its names bound, records the files it opens under `$HF_HOME/hub/models--*`; a snippet that ran is
+  credited (`ExecResult.loaded`) with the repositories of those that the worker then finds to be files of a
+  repository (no `..`, no missing file). Loaders read configs with Python's `open`, so every library counts.
+  Evaluation reads it as "executability with the API" (`apirl.evaluate.stage.uses_api`).
 - Gap classes: `unsupported_library` (the harness's gap, left out of `executability_supported`) needs a module
   the harness knows it does not have, a real miss of it by the import system while the snippet ran (recorded
   by a finder at the end of sys.meta_path), and an import statement naming it (or library code) where the
@@ -62,8 +67,9 @@ Not contained:
 - Reading files: the snippet keeps the harness's uid, so it reads whatever that user can (source, data,
   ~/.cache, keys on disk), as root everything. Run the harness as a user without secrets on disk if that
   matters. (Dropping to `nobody` would make an interpreter under /root, pyenv's, unreadable.)
-- Code that reads the interpreter's own memory (frame walking, gc.get_objects, ctypes) can find the token or the
-  miss recorder and forge `ok` or a gap; code compiled under a library's file name can pass for that library in
+- Code that reads the interpreter's own memory (frame walking, gc.get_objects, ctypes) can find the token, the
+  miss recorder or the load record and forge `ok`, a gap or a load; code that opens a repository's file by its
+  path in the hub, without a loader, is credited with that repository; code compiled under a library's file name can pass for that library in
   the gap checks of `execution.py`. This needs deliberate knowledge of the harness, not a rebinding.
 - Disk use inside the snippet's directory is bounded per file, not in total; named pipes (FIFOs) of the host on
   the read-only mounts can still be written.
@@ -126,6 +132,7 @@ class ExecResult:
     stderr_tail: str = ""
     seconds: float = 0.0
     origin: str | None = None  # the file whose code raised the exception ("<snippet>" for the snippet's own)
+    loaded: tuple[str, ...] = ()  # of a snippet that ran: the hub repositories (model ids) it opened files of
 
     @property
     def ok(self) -> bool:
@@ -207,7 +214,7 @@ class _WorkerHandle:
             self.restart()
             return ExecResult("early_exit", None, f"sandbox worker died (exit {code_}) running the snippet",
                               seconds=time.monotonic() - start)
-        return ExecResult(**reply)
+        return ExecResult(**{**reply, "loaded": tuple(reply.get("loaded", ()))})
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.proc is not None and self.proc.stdin is not None

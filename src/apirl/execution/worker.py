@@ -91,9 +91,51 @@ class _MissRecorder:
         return None
 
 
+# A snippet that runs is credited with the models it loaded only if it opened files of their repositories in
+# the hub (`loaded_repos`); at most this many distinct files are recorded.
+_LOADS_KEPT = 64
+
+
+def _load_recorder(prefix: str, type_: Any = type, str_: Any = str, bytes_: Any = bytes, len_: Any = len) -> Any:
+    """An audit hook (`sys.addaudithook`: the snippet cannot remove it) that records the paths under `prefix` (the
+    hub's `<HF_HOME>/hub/models--`) the snippet's process opens, relative to it, in order; every name it uses is
+    bound here, before the code runs. Library-agnostic: every loader (transformers, diffusers, timm,
+    sentence-transformers...) reads a repository's config or weights from the hub's cache."""
+    opened: dict[str, None] = {}
+    skip = len_(prefix)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event != "open" or len_(opened) >= _LOADS_KEPT:
+            return
+        try:  # an exception here would abort the snippet's open: never raise
+            path = args[0]
+            if type_(path) is bytes_:
+                path = bytes_.decode(path, "utf-8", "replace")
+            if type_(path) is str_ and str_.startswith(path, prefix):
+                opened[path[skip:]] = None
+        except BaseException:
+            pass
+
+    hook.opened = opened  # type: ignore[attr-defined]
+    return hook
+
+
+def loaded_repos(opened: str | None, prefix: str) -> tuple[str, ...]:
+    """The model ids whose hub repository holds a file the snippet opened (`opened`: relative paths, one a line):
+    the path must name an existing file, without `..`, so a crafted path under the hub's prefix credits no repo."""
+    repos: dict[str, None] = {}
+    for relative in (opened or "").split("\n"):
+        parts = relative.split("/")
+        if len(parts) < 2 or any(part in ("", ".", "..") for part in parts) or \
+                not os.path.isfile(prefix + relative):
+            continue
+        repos[parts[0].replace("--", "/")] = None
+    return tuple(repos)
+
+
 # The report is one line on fd 3: "<token> <outcome>" then tab-separated fields, each escaped with
 # unicode_escape (no tab, newline or non-ASCII byte is left in a field). Only the snippet process writes it, once.
-_REPORT_FIELDS = ("type", "mro", "message", "errno", "module_name", "missed", "origin", "code", "line")
+_REPORT_FIELDS = ("type", "mro", "message", "errno", "module_name", "missed", "origin", "code", "line", "loaded")
 _REPORT_LIMIT = 64 * 1024  # bytes of the report pipe kept
 
 
@@ -151,6 +193,10 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
         _install_socket_guard()
     recorder = _MissRecorder()
     sys.meta_path.append(recorder)
+    loads = _load_recorder(hub_prefix(os.environ)) if os.environ.get("HF_HOME") else None
+    if loads is not None:
+        sys.addaudithook(loads)
+    join_lines, blank = "\n".join, field(None)
     sys.argv = ["<snippet>"]
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
@@ -185,8 +231,13 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
             report(b"exception")
     else:
         _flush_std()
-        report(b"ok")
+        report(b"ok", *(blank,) * 9, field(join_lines(loads.opened) if loads is not None else None, 16000))
     exit_now(0)
+
+
+def hub_prefix(env: Any) -> str:
+    """Where the hub's model repositories lie, as the snippet's loaders spell the path (`HF_HOME` as given)."""
+    return env["HF_HOME"].rstrip("/") + "/hub/models--"
 
 
 def _parse_report(data: bytes, token: str) -> dict[str, Any] | None:
@@ -383,7 +434,8 @@ def _execute(code: str, cfg: dict[str, Any], cgroups: confine.SnippetCgroups, wo
         return {**fields, "status": "early_exit",
                 "message": f"exited with code {code} before the last statement"}
     if report["outcome"] == "ok":
-        return {**fields, "status": "ok"}
+        loaded = loaded_repos(report["loaded"], hub_prefix(os.environ)) if os.environ.get("HF_HOME") else ()
+        return {**fields, "status": "ok", "loaded": list(loaded)}
     if report["outcome"] == "unconfined":
         return {**fields, "status": "early_exit", "error_type": "SandboxError",
                 "message": f"not run: the sandbox could not confine this snippet ({report['type']} refused)"}

@@ -95,13 +95,14 @@ class _EvalSummaryShape(BaseModel):
     codebleu: float | None = None
     executability: float | None = None
     executability_strict: float | None = None
+    executability_api: float | None = None
     missing_responses: int | None = None
     ci95: dict[str, list[float | int] | None] | None = None
     exec_failures: dict[str, int] | None = None
     per_domain: dict[str, dict[str, Any]] | None = None
 
     @field_validator("ast_accuracy", "hallucination", "strict_accuracy", "rouge_l", "codebleu", "executability",
-                     "executability_strict", mode="before")
+                     "executability_strict", "executability_api", mode="before")
     @classmethod
     def _int_is_a_rate_too(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

@@ -107,7 +107,8 @@ def scalar_table(summary: dict[str, Any]) -> Table:
 
 RESULT_COLUMNS = (("ast_accuracy", "AST acc"), ("hallucination", "halluc."), ("strict_accuracy", "strict acc"),
                   ("rouge_l", "ROUGE-L"), ("codebleu", "CodeBLEU"))
-EXEC_COLUMNS = (("executability", "exec bound"), ("executability_strict", "exec strict"))
+EXEC_COLUMNS = (("executability", "exec bound"), ("executability_api", "exec API"),
+                ("executability_strict", "exec strict"))
 ZERO_SHOT_MARKERS = ("0_shot", "0-shot")
 
 
@@ -151,9 +152,10 @@ def _headline_plot(rows: list[tuple[str, dict[str, Any]]]) -> bytes | None:
     for name, key in (("AST accuracy", "ast_accuracy"), ("strict accuracy", "strict_accuracy")):
         values[name] = [summary.get(key) for _, summary in rows]
         errors[name] = [tuple(ci) if (ci := (summary.get("ci95") or {}).get(key)) else None for _, summary in rows]
-    values["exec bound"] = [summary.get("executability") for _, summary in rows]
-    errors["exec bound"] = [wilson_interval(rate, summary["n"]) if rate is not None else None
-                            for rate, (_, summary) in zip(values["exec bound"], rows, strict=True)]
+    for name, key in (("exec bound", "executability"), ("exec API", "executability_api")):
+        values[name] = [summary.get(key) for _, summary in rows]
+        errors[name] = [wilson_interval(rate, summary["n"]) if rate is not None else None
+                        for rate, (_, summary) in zip(values[name], rows, strict=True)]
     return plots.grouped_bars([label for label, _ in rows], values, "Headline rates with 95% intervals", "rate",
                               errors=errors, ylim=(0, 1))
 
@@ -180,7 +182,9 @@ def results_section(run: RunData) -> Section:
     notes = [_same_ids_note(rows),
              "Percent; [95% interval]: bootstrap from the eval file where it has one (`ci95`), Wilson score "
              "interval from rate and n for executability. CodeBLEU is corpus-level and has none. exec bound: the "
-             "code runs to its last line with its inputs bound; exec strict: as written. '–': not measured."]
+             "code runs to its last line with its inputs bound; exec API: it runs so and loads a database model "
+             "(the one its api_call names, or one of the gold domain), so code that avoids the API does not "
+             "count; exec strict: as written. '–': not measured."]
     if not run.models:
         notes.append(f"The run's own models: {NOT_RUN} (no `eval/<label>.json`).")
     if not run.anchors:
@@ -232,7 +236,7 @@ def paired_section(run: RunData) -> Section:
         "The per-model intervals of the results table overlap long before a difference is in doubt, because both "
         "models answer the same questions. With few discordant questions the bootstrap interval of a 0/1 metric is "
         "too narrow (4 gained and 0 lost: no resample is below 0); read McNemar's p there.",
-        "Text metrics count the questions with reference code; exec bound only where both were run.",
+        "Text metrics count the questions with reference code; exec bound and exec API only where both were run.",
     ]))
     return section
 
