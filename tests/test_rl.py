@@ -165,9 +165,15 @@ def test_dpo_bad_pairs_line_names_the_file_line_and_field(real_data_dir: Path, t
     assert "pairs.jsonl" in str(info.value) and ":2" in str(info.value) and "chosen" in str(info.value)
 
 
-def test_exec_reward_is_one_for_code_that_runs() -> None:
+def test_exec_reward_pays_code_that_runs_and_loads_the_requested_kind_of_model(tiny_data_dir: Path) -> None:
+    """Code that runs is paid only if it loaded a model of the prompt's gold domain or the one its api_call names:
+    code that avoids the API runs too, and earns nothing."""
+    from apirl.data.config import DataConfig
+    from apirl.data.dataset import load_gorilla
     from apirl.execution.executor import ExecVerdict
     from apirl.train.rewards import exec_fn
+
+    sentiment = "distilbert-base-uncased-finetuned-sst-2-english"
 
     class FakeExecutor:
         def __init__(self) -> None:
@@ -175,11 +181,19 @@ def test_exec_reward_is_one_for_code_that_runs() -> None:
 
         def check(self, codes: dict[str, str], mode: str) -> list[ExecVerdict]:
             self.seen = codes
-            return [ExecVerdict(key, mode, "ok" if "print" in code else "runtime_error", None, "", 0.0, ())
-                    for key, code in codes.items()]
+            return [ExecVerdict(key, mode, "ok" if "print" in code else "runtime_error", None, "", 0.0, (),
+                                (sentiment,) if sentiment in code else ()) for key, code in codes.items()]
 
+    api_db = load_gorilla(DataConfig(data_dir=str(tiny_data_dir))).api_db
     executor = FakeExecutor()
-    assert exec_fn(executor, "bound")(["p", "q"], [GOOD, "<<<code>>>: 1 / 0"]) == [1.0, 0.0]
+    domains = {"classify reviews": "Natural Language Processing Text Classification",
+               "label photos": "Computer Vision Image Classification"}
+    prompts = ["###Instruction: classify reviews\n###Output:"] * 3 + ["###Instruction: label photos\n###Output:",
+                                                                        "###Instruction: unknown\n###Output:"]
+    no_api = "<<<code>>>: import pandas\nprint(pandas.__name__)"
+    named = f"<<<api_call>>>: pipeline('sentiment-analysis', model='{sentiment}')\n<<<api_provider>>>: HF\n{GOOD}"
+    rewards = exec_fn(executor, "bound", api_db, domains)(prompts, [GOOD, "<<<code>>>: 1 / 0", no_api, GOOD, named])
+    assert rewards == [1.0, 0.0, 0.0, 0.0, 1.0]  # wrong domain, unnamed: 0; unknown prompt, named model: 1
     assert executor.seen["0"].startswith("from transformers import pipeline")  # the code section, not the tags
 
 

@@ -136,9 +136,14 @@ def test_uses_api_counts_the_named_model_or_one_of_the_gold_domain(tiny):
     _, data, _ = tiny
     sentiment, vit = "distilbert-base-uncased-finetuned-sst-2-english", "google/vit-base-patch16-224"
     text_classification = "Natural Language Processing Text Classification"
-    assert uses_api([sentiment], None, text_classification, data.api_db)  # a gold-domain model
-    assert uses_api([vit], f"AutoModel.from_pretrained('{vit}')", text_classification, data.api_db)  # the named one
-    assert not uses_api([vit], f"pipeline('sentiment-analysis', model='{sentiment}')", text_classification,
+    def answer(call: str) -> str:
+        return f"<<<api_call>>>: {call}\n<<<api_provider>>>: Hugging Face\n<<<code>>>: x = {call}"
+
+    assert uses_api([sentiment], "", text_classification, data.api_db)  # a gold-domain model
+    assert uses_api([vit], answer(f"AutoModel.from_pretrained('{vit}')"), text_classification, data.api_db)
+    assert not uses_api([vit], answer(f"pipeline('sentiment-analysis', model='{sentiment}')"), text_classification,
                         data.api_db)  # named one model, loaded another domain's
-    assert not uses_api([], f"pipeline('sentiment-analysis', model='{sentiment}')", text_classification,
+    assert not uses_api([vit], f"<<<code>>>: x = AutoModel.from_pretrained('{vit}')", text_classification,
+                        data.api_db)  # no api_call: only the gold domain counts, not an id of the code
+    assert not uses_api([], answer(f"pipeline('sentiment-analysis', model='{sentiment}')"), text_classification,
                         data.api_db)  # ran without loading anything

@@ -22,6 +22,7 @@ from apirl.data.paths import RETRIEVERS
 from apirl.data.splits import scored_question_ids
 from apirl.data.stage import data_inputs
 from apirl.errors import InputError
+from apirl.evaluate.ast_match import extract_api_call
 from apirl.evaluate.config import EvalConfig
 from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import evaluate_responses, response_model_id
@@ -42,7 +43,8 @@ def evaluate_file(path: str | Path, table: EvalConfig, data: GorillaData, split_
     `exec_status` (bound)."""
     question_ids = None if table.split == "all" and not limit else \
         scored_question_ids(table.split, split_dir, data.question_ids, limit)
-    summary, rows = evaluate_responses(load_responses(path), data.records, data.api_db, table,
+    responses = load_responses(path)
+    summary, rows = evaluate_responses(responses, data.records, data.api_db, table,
                                        question_ids=question_ids, path=path)
     summary = {"file": str(path), "split": table.split, **summary}
     details = [asdict(row) for row in rows]
@@ -56,24 +58,27 @@ def evaluate_file(path: str | Path, table: EvalConfig, data: GorillaData, split_
         summary["exec_failures"] = runs["bound"][0]["failures"]
         bound = {verdict.key: verdict for verdict in runs["bound"][1]}
         strict = {verdict.key: verdict for verdict in runs["strict"][1]}
+        texts = {response.question_id: response.text for response in responses}
         for row in details:
             key = str(row["question_id"])
             verdict = bound[key]
             row.update(executes=verdict.ok, executes_strict=strict[key].ok, exec_status=verdict.status,
                        exec_loaded=list(verdict.loaded),
-                       executes_api=verdict.ok and uses_api(verdict.loaded, row["extracted_call"], row["domain"],
-                                                            data.api_db))
+                       executes_api=verdict.ok and uses_api(verdict.loaded, texts.get(row["question_id"], ""),
+                                                            row["domain"], data.api_db))
         summary["executability_api"] = sum(row["executes_api"] for row in details) / len(details) if details \
             else 0.0
     return summary, details
 
 
-def uses_api(loaded: Sequence[str], api_call: str | None, gold_domain: str, api_db: ApiDatabase) -> bool:
+def uses_api(loaded: Sequence[str], response: str, gold_domain: str, api_db: ApiDatabase) -> bool:
     """Executability with the API: code that ran counts only if it loaded (`loaded`: the sandbox's record) a
-    database model that is the one its `<<<api_call>>>` names or one of the gold domain. Code that calls no API
-    (plain Python, pandas reading a CSV) runs; it does not do the task, and RL must not be paid for it."""
+    database model that is the one the response's `<<<api_call>>>` names or one of the gold domain. Code that
+    calls no API (plain Python, pandas reading a CSV) runs; it does not do the task, and RL must not be paid
+    for it."""
     wanted = {row.model_id.lower() for row in api_db.rows if row.domain == gold_domain and row.model_id}
-    named = response_model_id(api_call or "", "", api_db)
+    call = extract_api_call(response) if "api_call" in response else ""  # Gorilla's extraction, when there is one
+    named = response_model_id(call, "", api_db)
     if named:
         wanted.add(named.lower())
     return any(model_id.lower() in wanted for model_id in loaded)
@@ -132,6 +137,6 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
                     "execution": execution.model_dump(mode="json"), "labels": list(responses),
                     "gorilla_exec": gorilla_exec,
                     # in the fingerprint so that an eval stage from before the details files runs again
-                    "details": "details"}
+                    "details": "details+executes_api"}
     return run_stage(layout.stage(STAGE), config=stage_config, seed=seed,
                      inputs=[*responses.values(), *data_inputs(data_table)], work=work, force=force)

@@ -68,9 +68,10 @@ Not contained:
   ~/.cache, keys on disk), as root everything. Run the harness as a user without secrets on disk if that
   matters. (Dropping to `nobody` would make an interpreter under /root, pyenv's, unreadable.)
 - Code that reads the interpreter's own memory (frame walking, gc.get_objects, ctypes) can find the token, the
-  miss recorder or the load record and forge `ok`, a gap or a load; code that opens a repository's file by its
-  path in the hub, without a loader, is credited with that repository; code compiled under a library's file name can pass for that library in
-  the gap checks of `execution.py`. This needs deliberate knowledge of the harness, not a rebinding.
+  miss recorder or the load record and forge `ok`, a gap or a load; code that opens a repository's file by
+  its path in the hub, without a loader, is credited with that repository; code compiled under a library's file
+  name can pass for that library in the gap checks of `execution.py`. This needs deliberate knowledge of the
+  harness, not a rebinding.
 - Disk use inside the snippet's directory is bounded per file, not in total; named pipes (FIFOs) of the host on
   the read-only mounts can still be written.
 - Kernel exploits and timing side channels.

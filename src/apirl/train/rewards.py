@@ -6,7 +6,9 @@ Each term maps (prompts, completions) to one float per completion:
 * `tools`: the share of the program-analysis questions the tools judge of `apirl.feedback.tools` answers yes
   (imports resolve, syntax, defined names, the API exists and fits, arguments bind, no placeholders); an answer
   it cannot decide counts half, as in the feedback score;
-* `exec`: 1 if the code runs to the end in the executability harness (bound mode by default), else 0.
+* `exec`: 1 if the code runs to the end in the executability harness (bound mode by default) and loads a database
+  model that its `<<<api_call>>>` names or that is of the prompt's gold domain (the train split says which),
+  else 0: code that avoids the API (pandas reading a CSV, plain Python) runs, and must not be paid for it.
 
 PPO adds the weighted terms itself; TRL's trainers get one reward function per term and the weights, so they
 log each term apart. A term whose weight is 0 is never built: no reward model loaded, no sandbox started.
@@ -113,16 +115,34 @@ def tools_fn(api_db: Any) -> RewardFn:
     return score
 
 
-def exec_fn(executor: Any, mode: str) -> RewardFn:
-    """1.0 for a completion whose code runs to the end in the executability harness, else 0.0."""
+def exec_fn(executor: Any, mode: str, api_db: Any, domains: dict[str, str]) -> RewardFn:
+    """1.0 for a completion whose code runs to the end in the executability harness and loads the API the task
+    asks for (`apirl.evaluate.stage.uses_api`: the model its api_call names, or one of the gold domain), else 0.0.
+    `domains` maps a prompt's request (`request_of`) to its gold domain; a prompt it lacks counts only the named
+    model."""
+    from apirl.evaluate.stage import uses_api
     from apirl.execution.executor import runnable_code
+    from apirl.models.generation import request_of
 
     def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         codes = {str(index): runnable_code(text) for index, text in enumerate(completions)}
         verdicts = {v.key: v for v in executor.check(codes, mode)}
-        return [1.0 if verdicts[str(index)].ok else 0.0 for index in range(len(completions))]
+        scores = []
+        for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            verdict = verdicts[str(index)]
+            domain = domains.get(request_of(prompt), "")
+            scores.append(1.0 if verdict.ok and uses_api(verdict.loaded, completion, domain, api_db) else 0.0)
+        return scores
 
     return score
+
+
+def gold_domains(layout: RunLayout) -> dict[str, str]:
+    """Request -> gold domain of the train split's examples (the RL prompts)."""
+    from apirl.data.stage import read_examples
+    from apirl.models.generation import request_of
+
+    return {request_of(example.prompt): example.domain for example in read_examples(layout, "train")}
 
 
 @contextlib.contextmanager
@@ -143,7 +163,8 @@ def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device:
                 from apirl.execution.stage import open_executor
 
                 executor = stack.enter_context(open_executor(execution, api_db, read_hub_evidence(layout)))
-                terms.append(RewardTerm("exec", rl.exec_weight, exec_fn(executor, execution.mode)))
+                terms.append(RewardTerm("exec", rl.exec_weight,
+                                        exec_fn(executor, execution.mode, api_db, gold_domains(layout))))
         yield terms
 
 
