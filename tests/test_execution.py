@@ -115,12 +115,15 @@ def test_gold_runs_bound_but_not_strict(executor: Executor) -> None:
 
 def test_only_a_real_load_is_credited(executor: Executor) -> None:
     """Code that runs without the API loads nothing; naming the id, or opening a path under the hub's prefix that
-    is no file of the repository (missing, or climbing out with ..), credits no model either."""
+    is no file of a snapshot of the repository (missing, climbing out with .., its refs, a newline that would
+    forge a second record), credits no model either."""
     assert run(executor, "import pandas\nprint(sum(range(3)))\n").loaded == ()
     assert run(executor, f"name = '{SENTIMENT}'\nprint(name)\n").loaded == ()
     repo = f"os.environ['HF_HOME'] + '/hub/models--{SENTIMENT}'"
+    config = f"'{SENTIMENT}/snapshots/' + next(os.walk({repo} + '/snapshots'))[1][0] + '/config.json'"
     crafted = ("import os\n"
-               f"for path in ({repo} + '/not-a-file', {repo} + '/../../hub/x', {repo} + '/snapshots'):\n"
+               f"for path in ({repo} + '/not-a-file', {repo} + '/../../hub/x', {repo} + '/snapshots', "
+               f"{repo} + '/refs/main', os.environ['HF_HOME'] + '/hub/models--x\\n' + {config}):\n"
                "    try:\n        open(path).close()\n    except OSError:\n        pass\n")
     verdict = run(executor, crafted)
     assert verdict.status == "ok" and verdict.loaded == (), verdict

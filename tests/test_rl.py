@@ -186,8 +186,9 @@ def test_exec_reward_pays_code_that_runs_and_loads_the_requested_kind_of_model(t
 
     api_db = load_gorilla(DataConfig(data_dir=str(tiny_data_dir))).api_db
     executor = FakeExecutor()
-    domains = {"classify reviews": "Natural Language Processing Text Classification",
-               "label photos": "Computer Vision Image Classification"}
+    domains = {"###Instruction: classify reviews\n###Output:": frozenset({"Natural Language Processing Text "
+                                                                          "Classification"}),
+               "###Instruction: label photos\n###Output:": frozenset({"Computer Vision Image Classification"})}
     prompts = ["###Instruction: classify reviews\n###Output:"] * 3 + ["###Instruction: label photos\n###Output:",
                                                                         "###Instruction: unknown\n###Output:"]
     no_api = "<<<code>>>: import pandas\nprint(pandas.__name__)"

@@ -131,11 +131,11 @@ def test_gorilla_ft_zero_shot_anchor(real_data_dir):
 def test_uses_api_counts_the_named_model_or_one_of_the_gold_domain(tiny):
     """Executability with the API: the code must have loaded the model its api_call names (whatever its domain)
     or any model of the gold domain; a load of another domain's model, or no load, does not count."""
-    from apirl.evaluate.stage import uses_api
+    from apirl.evaluate.scorer import uses_api
 
     _, data, _ = tiny
     sentiment, vit = "distilbert-base-uncased-finetuned-sst-2-english", "google/vit-base-patch16-224"
-    text_classification = "Natural Language Processing Text Classification"
+    text_classification = ["Natural Language Processing Text Classification"]
     def answer(call: str) -> str:
         return f"<<<api_call>>>: {call}\n<<<api_provider>>>: Hugging Face\n<<<code>>>: x = {call}"
 
@@ -147,3 +147,6 @@ def test_uses_api_counts_the_named_model_or_one_of_the_gold_domain(tiny):
                         data.api_db)  # no api_call: only the gold domain counts, not an id of the code
     assert not uses_api([], answer(f"pipeline('sentiment-analysis', model='{sentiment}')"), text_classification,
                         data.api_db)  # ran without loading anything
+    assert not uses_api([sentiment], "<<<code>>>: x = 1", [], data.api_db)  # no gold domain, no named model
+    unclosed = f"<<<api_call>>>: AutoModel.from_pretrained('x')\n<<<code>>>: m = AutoModel.from_pretrained('{vit}')"
+    assert not uses_api([vit], unclosed, text_classification, data.api_db)  # the call section ends at the next tag

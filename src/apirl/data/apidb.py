@@ -132,6 +132,10 @@ class ApiDatabase:
                 self._by_model_id.setdefault(name, []).append(row)
             self._by_call.setdefault(normalize_call(row.api_call), []).append(row)
         self.model_ids = frozenset(row.model_id for row in rows if row.model_id)
+        self._ids_by_domain: dict[str, set[str]] = {}
+        for row in rows:
+            if row.model_id:
+                self._ids_by_domain.setdefault(row.domain, set()).add(row.model_id.lower())
         self.domains = tuple(dict.fromkeys(row.domain for row in rows))
 
     def __len__(self) -> int:
@@ -148,6 +152,10 @@ class ApiDatabase:
     def by_model_id(self, model_id: str) -> list[ApiRow]:
         """Rows whose hub id or `api_name` is this id (case-insensitive, as the hub is)."""
         return self._by_model_id.get(model_id.strip().lower(), [])
+
+    def domain_model_ids(self, domain: str) -> frozenset[str]:
+        """The hub ids (lower case) of the rows of `domain`; empty for a domain the database lacks."""
+        return frozenset(self._ids_by_domain.get(domain, ()))
 
     def by_call(self, call: str) -> list[ApiRow]:
         """Rows whose `api_call` equals this call up to whitespace and quote style."""

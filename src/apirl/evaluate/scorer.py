@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from apirl.data.apidb import ApiDatabase, normalize_call
-from apirl.data.prompts import code_section, normalize_text
+from apirl.data.prompts import code_section, normalize_text, parse_completion
 from apirl.data.records import ApiBenchRecord
 from apirl.errors import InputError
 from apirl.evaluate.ast_match import AstMatcher
@@ -67,6 +68,18 @@ def response_model_id(call_text: str, code: str, api_db: ApiDatabase) -> str | N
             if re.fullmatch(r"[\w.\-]+/[\w.\-]+", candidate):
                 return candidate
     return None
+
+
+def uses_api(loaded: Sequence[str], response: str, gold_domains: Collection[str], api_db: ApiDatabase) -> bool:
+    """Executability with the API: code that ran counts only if it loaded (`loaded`: the sandbox's record) a
+    database model that is the one the response's `<<<api_call>>>` names or one of a gold domain. Code that
+    calls no API (plain Python, pandas reading a CSV) runs; it does not do the task, and RL must not be paid
+    for it. No gold domain: only the named model counts."""
+    wanted = set().union(*(api_db.domain_model_ids(domain) for domain in gold_domains))
+    named = response_model_id(parse_completion(response).api_call or "", "", api_db)
+    if named:
+        wanted.add(named.lower())
+    return any(model_id.lower() in wanted for model_id in loaded)
 
 
 def score_response(text: str, record: ApiBenchRecord, matcher: AstMatcher, *, missing: bool = False,

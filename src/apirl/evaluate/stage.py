@@ -15,17 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from apirl.data.apidb import ApiDatabase
 from apirl.data.config import DataConfig
 from apirl.data.dataset import GorillaData, load_gorilla
 from apirl.data.paths import RETRIEVERS
 from apirl.data.splits import scored_question_ids
 from apirl.data.stage import data_inputs
 from apirl.errors import InputError
-from apirl.evaluate.ast_match import extract_api_call
 from apirl.evaluate.config import EvalConfig
 from apirl.evaluate.responses import load_responses
-from apirl.evaluate.scorer import evaluate_responses, response_model_id
+from apirl.evaluate.scorer import evaluate_responses, uses_api
 from apirl.execution.config import ExecConfig
 from apirl.jsonl import write_jsonl
 from apirl.rundir import RunLayout, StageOutput, StageResult, run_stage
@@ -65,23 +63,10 @@ def evaluate_file(path: str | Path, table: EvalConfig, data: GorillaData, split_
             row.update(executes=verdict.ok, executes_strict=strict[key].ok, exec_status=verdict.status,
                        exec_loaded=list(verdict.loaded),
                        executes_api=verdict.ok and uses_api(verdict.loaded, texts.get(row["question_id"], ""),
-                                                            row["domain"], data.api_db))
-        summary["executability_api"] = sum(row["executes_api"] for row in details) / len(details) if details \
-            else 0.0
+                                                            [row["domain"]], data.api_db))
+        with_api = sum(row["executes_api"] for row in details)
+        summary["executability_api"] = with_api / len(details) if details else 0.0
     return summary, details
-
-
-def uses_api(loaded: Sequence[str], response: str, gold_domain: str, api_db: ApiDatabase) -> bool:
-    """Executability with the API: code that ran counts only if it loaded (`loaded`: the sandbox's record) a
-    database model that is the one the response's `<<<api_call>>>` names or one of the gold domain. Code that
-    calls no API (plain Python, pandas reading a CSV) runs; it does not do the task, and RL must not be paid
-    for it."""
-    wanted = {row.model_id.lower() for row in api_db.rows if row.domain == gold_domain and row.model_id}
-    call = extract_api_call(response) if "api_call" in response else ""  # Gorilla's extraction, when there is one
-    named = response_model_id(call, "", api_db)
-    if named:
-        wanted.add(named.lower())
-    return any(model_id.lower() in wanted for model_id in loaded)
 
 
 def gorilla_response_files(data: GorillaData) -> list[tuple[str, Path]]:

@@ -110,6 +110,11 @@ class ExecVerdict:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ExecVerdict:
+        """Back from `to_json` (JSON has lists where the verdict has tuples)."""
+        return cls(**{**raw, "model_ids": tuple(raw.get("model_ids") or ()), "loaded": tuple(raw.get("loaded") or ())})
+
 
 class Executor:
     """A sandbox whose workers load models from an offline hub. Use as a context manager.
@@ -122,6 +127,7 @@ class Executor:
                  memory_mb: int = 4096, evidence: dict[str, list[str]] | None = None,
                  preload: Sequence[str] = PRELOAD) -> None:
         self.hub = OfflineHub(hub_dir, api_db, evidence)
+        self._by_folder = {known.replace("/", "--").lower(): known for known in self.hub.known}
         self.sandbox = Sandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, preload=preload,
                                setup=SETUP, prepare=PREPARE,
                                site_dirs=[EXEC_SITE] if EXEC_SITE.is_dir() else [],
@@ -173,9 +179,14 @@ class Executor:
                 status = "hub_gap"
                 message = f"a file is missing from the offline hub's tiny repo | {message}"
             verdicts.append(ExecVerdict(key, mode, status, result.error_type, message[:2000],
-                                        round(result.seconds, 3), ids[key],
-                                        tuple(i for i in result.loaded if i in self.hub.known)))
+                                        round(result.seconds, 3), ids[key], self._database_ids(result.loaded)))
         return verdicts
+
+    def _database_ids(self, loaded: Sequence[str]) -> tuple[str, ...]:
+        """The database ids of the repositories a snippet loaded, matched by their cache folder name (the sandbox
+        turns `org--name` back into `org/name`; an id with `--` in it only matches this way)."""
+        found = (self._by_folder.get(name.replace("/", "--").lower()) for name in loaded)
+        return tuple(dict.fromkeys(known for known in found if known))
 
 
 def summarize(verdicts: Sequence[ExecVerdict], domains: dict[str, str] | None = None) -> dict[str, Any]:

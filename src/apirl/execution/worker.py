@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -91,42 +92,60 @@ class _MissRecorder:
         return None
 
 
-# A snippet that runs is credited with the models it loaded only if it opened files of their repositories in
-# the hub (`loaded_repos`); at most this many distinct files are recorded.
-_LOADS_KEPT = 64
+# A snippet that runs is credited with the models it loaded only if it opened files of their repositories'
+# snapshots in the hub (`loaded_repos`); at most this many distinct paths are recorded.
+_LOADS_KEPT = 256
 
 
-def _load_recorder(prefix: str, type_: Any = type, str_: Any = str, bytes_: Any = bytes, len_: Any = len) -> Any:
-    """An audit hook (`sys.addaudithook`: the snippet cannot remove it) that records the paths under `prefix` (the
-    hub's `<HF_HOME>/hub/models--`) the snippet's process opens, relative to it, in order; every name it uses is
-    bound here, before the code runs. Library-agnostic: every loader (transformers, diffusers, timm,
-    sentence-transformers...) reads a repository's config or weights from the hub's cache."""
+def _load_recorder(prefix: str, kept: int = _LOADS_KEPT, type_: Any = type, str_: Any = str, bytes_: Any = bytes,
+                   len_: Any = len, fspath: Any = os.fspath) -> tuple[Callable[[str, tuple[Any, ...]], None],
+                                                                      dict[str, None]]:
+    """An audit hook (`sys.addaudithook`: the snippet cannot remove it) that records, in order, the paths under
+    `prefix` (`hub_prefix()`) that the snippet's process opens, relative to it; and the dict it records into. It
+    is a closure whose every name is bound here, before the code runs. Library-agnostic: the loaders
+    (transformers, diffusers, sentence-transformers...) open a repository's config with Python's `open`."""
     opened: dict[str, None] = {}
     skip = len_(prefix)
+    busy = [False]  # fspath of a PathLike runs its __fspath__, which must not record itself
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event != "open" or len_(opened) >= _LOADS_KEPT:
+        if event != "open" or busy[0]:
             return
+        busy[0] = True
         try:  # an exception here would abort the snippet's open: never raise
             path = args[0]
+            if type_(path) is not str_ and type_(path) is not bytes_:
+                path = fspath(path)  # a PathLike; an fd or None raises and is skipped
             if type_(path) is bytes_:
                 path = bytes_.decode(path, "utf-8", "replace")
-            if type_(path) is str_ and str_.startswith(path, prefix):
+            if type_(path) is str_ and len_(opened) < kept and str_.startswith(path, prefix) and \
+                    str_.find(path, "\n") < 0:  # a newline would forge a second record line
                 opened[path[skip:]] = None
         except BaseException:
             pass
+        busy[0] = False
 
-    hook.opened = opened  # type: ignore[attr-defined]
-    return hook
+    return hook, opened
+
+
+def hub_prefix() -> str | None:
+    """Where the hub's model repositories lie, spelled as the loaders spell it: huggingface_hub's cache directory
+    (computed when the worker preloaded it), else `$HF_HOME/hub`; None without either."""
+    constants = sys.modules.get("huggingface_hub.constants")
+    cache = getattr(constants, "HF_HUB_CACHE", None) if constants is not None else None
+    if not cache and os.environ.get("HF_HOME"):
+        cache = os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return cache.rstrip("/") + "/models--" if cache else None
 
 
 def loaded_repos(opened: str | None, prefix: str) -> tuple[str, ...]:
-    """The model ids whose hub repository holds a file the snippet opened (`opened`: relative paths, one a line):
-    the path must name an existing file, without `..`, so a crafted path under the hub's prefix credits no repo."""
+    """The model ids whose hub repository holds a file the snippet opened (`opened`: paths relative to `prefix`,
+    one a line). Only a file of a snapshot counts (`org--name/snapshots/<rev>/...`: not `refs/`, which a cache
+    lookup reads before any load), and it must exist, without `..`: a crafted path credits no repository."""
     repos: dict[str, None] = {}
     for relative in (opened or "").split("\n"):
         parts = relative.split("/")
-        if len(parts) < 2 or any(part in ("", ".", "..") for part in parts) or \
+        if len(parts) < 4 or parts[1] != "snapshots" or any(part in ("", ".", "..") for part in parts) or \
                 not os.path.isfile(prefix + relative):
             continue
         repos[parts[0].replace("--", "/")] = None
@@ -193,10 +212,11 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
         _install_socket_guard()
     recorder = _MissRecorder()
     sys.meta_path.append(recorder)
-    loads = _load_recorder(hub_prefix(os.environ)) if os.environ.get("HF_HOME") else None
-    if loads is not None:
-        sys.addaudithook(loads)
-    join_lines, blank = "\n".join, field(None)
+    prefix = hub_prefix()
+    hook, opened = _load_recorder(prefix) if prefix else (None, {})
+    if hook is not None:
+        sys.addaudithook(hook)
+    join_lines, blanks = "\n".join, (field(None),) * (len(_REPORT_FIELDS) - 1)
     sys.argv = ["<snippet>"]
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
@@ -231,13 +251,8 @@ def _run_snippet(code: str, token: str, cfg: dict[str, Any], isolation: dict[str
             report(b"exception")
     else:
         _flush_std()
-        report(b"ok", *(blank,) * 9, field(join_lines(loads.opened) if loads is not None else None, 16000))
+        report(b"ok", *blanks, field(join_lines(opened), 32000))
     exit_now(0)
-
-
-def hub_prefix(env: Any) -> str:
-    """Where the hub's model repositories lie, as the snippet's loaders spell the path (`HF_HOME` as given)."""
-    return env["HF_HOME"].rstrip("/") + "/hub/models--"
 
 
 def _parse_report(data: bytes, token: str) -> dict[str, Any] | None:
@@ -434,8 +449,8 @@ def _execute(code: str, cfg: dict[str, Any], cgroups: confine.SnippetCgroups, wo
         return {**fields, "status": "early_exit",
                 "message": f"exited with code {code} before the last statement"}
     if report["outcome"] == "ok":
-        loaded = loaded_repos(report["loaded"], hub_prefix(os.environ)) if os.environ.get("HF_HOME") else ()
-        return {**fields, "status": "ok", "loaded": list(loaded)}
+        prefix = hub_prefix()
+        return {**fields, "status": "ok", "loaded": list(loaded_repos(report["loaded"], prefix) if prefix else ())}
     if report["outcome"] == "unconfined":
         return {**fields, "status": "early_exit", "error_type": "SandboxError",
                 "message": f"not run: the sandbox could not confine this snippet ({report['type']} refused)"}

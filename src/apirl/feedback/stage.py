@@ -180,7 +180,9 @@ def execute_samples(execution: ExecConfig, api_db: ApiDatabase, evidence: dict[s
     kept: dict[str, ExecVerdict] = {}
     if path.is_file():
         for _line, raw in iter_jsonl(path, what="executability verdicts"):
-            verdict = ExecVerdict(**raw["verdict"])
+            verdict = ExecVerdict.from_json(raw["verdict"])
+            if "loaded" not in raw["verdict"] and verdict.ok:
+                continue  # kept before the sandbox recorded loads: run again, or its loads would read as none
             if verdict.key in codes and verdict.mode == mode and raw.get("code_sha") == _code_hash(codes[verdict.key]):
                 kept[verdict.key] = verdict
     missing = {key: code for key, code in codes.items() if key not in kept}

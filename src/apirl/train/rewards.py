@@ -17,6 +17,7 @@ log each term apart. A term whose weight is 0 is never built: no reward model lo
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,14 +116,15 @@ def tools_fn(api_db: Any) -> RewardFn:
     return score
 
 
-def exec_fn(executor: Any, mode: str, api_db: Any, domains: dict[str, str]) -> RewardFn:
+def exec_fn(executor: Any, mode: str, api_db: Any, domains: dict[str, frozenset[str]]) -> RewardFn:
     """1.0 for a completion whose code runs to the end in the executability harness and loads the API the task
-    asks for (`apirl.evaluate.stage.uses_api`: the model its api_call names, or one of the gold domain), else 0.0.
-    `domains` maps a prompt's request (`request_of`) to its gold domain; a prompt it lacks counts only the named
-    model."""
-    from apirl.evaluate.stage import uses_api
+    asks for (`apirl.evaluate.scorer.uses_api`: the model its api_call names, or one of the gold domain), else
+    0.0. `domains` maps a prompt to its gold domains (`gold_domains`); for a prompt it lacks only the named model
+    counts, and the first such prompt is reported once."""
+    from apirl.evaluate.scorer import uses_api
     from apirl.execution.executor import runnable_code
-    from apirl.models.generation import request_of
+
+    unknown: set[str] = set()
 
     def score(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         codes = {str(index): runnable_code(text) for index, text in enumerate(completions)}
@@ -130,19 +132,26 @@ def exec_fn(executor: Any, mode: str, api_db: Any, domains: dict[str, str]) -> R
         scores = []
         for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             verdict = verdicts[str(index)]
-            domain = domains.get(request_of(prompt), "")
-            scores.append(1.0 if verdict.ok and uses_api(verdict.loaded, completion, domain, api_db) else 0.0)
+            if prompt not in domains and not unknown:
+                print(f"exec reward: a prompt without a gold domain (only its named model counts): {prompt[:80]!r}",
+                      file=sys.stderr)
+            if prompt not in domains:
+                unknown.add(prompt)
+            gold = domains.get(prompt, frozenset())
+            scores.append(1.0 if verdict.ok and uses_api(verdict.loaded, completion, gold, api_db) else 0.0)
         return scores
 
     return score
 
 
-def gold_domains(layout: RunLayout) -> dict[str, str]:
-    """Request -> gold domain of the train split's examples (the RL prompts)."""
+def gold_domains(layout: RunLayout) -> dict[str, frozenset[str]]:
+    """Prompt -> the gold domains of the train split's examples with that prompt (the RL prompts)."""
     from apirl.data.stage import read_examples
-    from apirl.models.generation import request_of
 
-    return {request_of(example.prompt): example.domain for example in read_examples(layout, "train")}
+    domains: dict[str, set[str]] = {}
+    for example in read_examples(layout, "train"):
+        domains.setdefault(example.prompt, set()).add(example.domain)
+    return {prompt: frozenset(found) for prompt, found in domains.items()}
 
 
 @contextlib.contextmanager
