@@ -146,3 +146,26 @@ def test_a_run_started_over_keeps_no_point_of_the_earlier_curve(tmp_path: Path) 
     out.write_text('{"step": 0}\n{"step": 5}\n{"step": 10}\n')
     curve.on_train_begin(None, SimpleNamespace(global_step=5), None, model=None)  # resumed at step 5
     assert curve.rows() == [{"step": 0}, {"step": 5}]
+
+
+def test_curve_scores_domain_choice_beside_ast(tiny_data_dir: Path) -> None:
+    """The curve's domain accuracy is the share of answers whose `<<<domain>>>` is the gold one, whatever their
+    call: what catalog-grounded decoding's AST accuracy comes down to."""
+    from apirl.data.config import DataConfig
+    from apirl.data.dataset import Example, load_gorilla
+    from apirl.evaluate.ast_match import AstMatcher
+    from apirl.train.curve import score_answers
+
+    api_db = load_gorilla(DataConfig(data_dir=str(tiny_data_dir))).api_db
+    gold = "Natural Language Processing Text Classification"
+    example = Example("e", "val", "apibench-eval", 1, "###Instruction: x\n###Output:", "", gold,
+                      "distilbert-base-uncased-finetuned-sst-2-english", None, True)
+    answers = [f" <<<domain>>>: {gold}\n<<<api_call>>>: pipeline('sentiment-analysis', model='made-up/model')",
+               " <<<domain>>>: Computer Vision Image Classification\n<<<api_call>>>: "
+               "pipeline('sentiment-analysis', model='distilbert-base-uncased-finetuned-sst-2-english')",
+               "no tags at all"]
+    scores = score_answers(answers, [example] * 3, AstMatcher(api_db))
+    assert scores["val_domain_accuracy"] == pytest.approx(1 / 3)
+    # The made-up id and the untagged text are hallucinations in Gorilla's mode; the right call of the wrong
+    # domain is an error: domain and AST accuracy are measured apart.
+    assert scores["val_hallucination"] == pytest.approx(2 / 3) and scores["val_ast_accuracy"] == 0.0

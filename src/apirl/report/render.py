@@ -293,7 +293,7 @@ def sft_section(run: RunData) -> Section:
         section.blocks.append(Plot("SFT loss against the step (sft/log.jsonl)", image))
     curve = plots.curve_panels(run.sft_log or [], "Learning curve on val (greedy, up to the call)",
                                [("Gorilla mode", ("val_ast_accuracy", "val_hallucination")),
-                                ("strict mode", ("val_strict_accuracy",))])
+                                ("strict mode, domain", ("val_strict_accuracy", "val_domain_accuracy"))])
     if curve:
         section.blocks.append(Plot("AST accuracy, hallucination and strict accuracy of the val answers against the "
                                    "step (sft/log.jsonl, sft/curve.jsonl)", curve))

@@ -1,6 +1,7 @@
 """The learning curve that chooses an SFT recipe: every `curve_steps` optimizer steps, the model answers the val
 questions (greedy, through the engine, up to the end of its `<<<api_call>>>` line) and the answers are scored
-as the evaluation scores them: AST accuracy and hallucination in Gorilla's mode, accuracy in strict mode.
+as the evaluation scores them: AST accuracy and hallucination in Gorilla's mode, accuracy in strict mode,
+and the share that names the gold domain.
 
 The points go to the Trainer's log (so to TensorBoard, `sft/log.jsonl` and the report's plot, beside the loss)
 and to `sft/curve.jsonl` with the answers' scoring time. Decoding stops at `<<<api_provider>>>`: the tagged
@@ -21,6 +22,7 @@ from transformers import TrainerCallback
 
 from apirl.data.apidb import ApiDatabase
 from apirl.data.dataset import Example
+from apirl.data.prompts import parse_completion
 from apirl.evaluate.ast_match import AstMatcher
 from apirl.models.config import GenerateConfig
 
@@ -29,7 +31,8 @@ CURVE_STOP = "<<<api_provider>>>"
 
 
 def score_answers(answers: Sequence[str], examples: Sequence[Example], matcher: AstMatcher) -> dict[str, float]:
-    """AST accuracy and hallucination (Gorilla's mode) and strict accuracy of one answer per example."""
+    """AST accuracy and hallucination (Gorilla's mode) and strict accuracy of one answer per example, and the
+    share whose `<<<domain>>>` is the gold one: what catalog-grounded decoding's AST accuracy comes down to."""
     gorilla = [matcher.judge(a, gold_domain=ex.domain, gold_api_name=ex.api_name).outcome
                for a, ex in zip(answers, examples, strict=True)]
     strict = [matcher.judge(a, gold_domain=ex.domain, gold_api_name=ex.api_name, mode="strict").outcome
@@ -37,7 +40,9 @@ def score_answers(answers: Sequence[str], examples: Sequence[Example], matcher: 
     n = max(len(answers), 1)
     return {"val_ast_accuracy": gorilla.count("correct") / n,
             "val_hallucination": gorilla.count("hallucination") / n,
-            "val_strict_accuracy": strict.count("correct") / n}
+            "val_strict_accuracy": strict.count("correct") / n,
+            "val_domain_accuracy": sum((parse_completion(a).domain or "").strip() == ex.domain
+                                       for a, ex in zip(answers, examples, strict=True)) / n}
 
 
 class ValCurve(TrainerCallback):
