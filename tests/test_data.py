@@ -299,3 +299,21 @@ def test_the_domain_floor_of_a_bag_of_words_classifier(real_data_dir):
         low, high = floor["ci"]
         assert low <= floor["domain_accuracy"] <= high
         assert sum(floor["hits"].values()) == round(floor["domain_accuracy"] * 272)
+
+
+def test_cross_validated_floor_predicts_held_out_questions_from_the_others():
+    """Every question is predicted once from the other folds; synthesized requests only ever train."""
+    from apirl.data.dataset import PROVENANCE_EVAL, PROVENANCE_SYNTH, Example
+    from apirl.evaluate.floor import cross_validated_floor
+
+    def example(i: int, domain: str, words: str, provenance: str = PROVENANCE_EVAL) -> Example:
+        return Example(f"e{i}", "train", provenance, i, f"###Instruction: {words} {i}\n###Output:", "", domain,
+                       "x", None, True)
+
+    questions = [example(i, "Audio", "transcribe the speech") for i in range(10)] + \
+                [example(10 + i, "Vision", "label the photo") for i in range(10)]
+    synthesized = [example(100, "Vision", "transcribe the speech", PROVENANCE_SYNTH)]  # a misleading one
+    floor = cross_validated_floor(questions + synthesized, folds=5)
+    assert floor["questions"] == 20 and floor["synthesized"] == 1 and floor["folds"] == 5
+    assert floor["questions_only"] == 1.0
+    assert 0.5 <= floor["with_synthesized"] <= 1.0

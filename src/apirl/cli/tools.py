@@ -133,24 +133,36 @@ def eval_gorilla_cmd(
 @friendly_errors
 def eval_floor_cmd(
     out: Annotated[Path | None, typer.Option(help="Also write the floors (with per-question hits) here.")] = None,
+    cv: Annotated[int, typer.Option(help="Also cross-validate on the train questions in this many folds "
+                                         "(0: no).")] = 0,
     config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """The domain floor: TF-IDF + logistic regression on the train requests, domain accuracy on test."""
+    """The domain floor: TF-IDF + logistic regression on the train requests, domain accuracy on test (and, with
+    --cv, on held-out train questions: how far the labels let a classifier go)."""
     import json
 
     from apirl.data.dataset import build_examples, load_gorilla
-    from apirl.evaluate.floor import domain_floors
+    from apirl.evaluate.floor import cross_validated_floor, domain_floors
 
     cfg = run_config(config, set_)
     splits = build_examples(load_gorilla(cfg.data), cfg.data)
-    floors = domain_floors(splits["train"], splits["test"], samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+    floors: dict = domain_floors(splits["train"], splits["test"], samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+    held_out = cross_validated_floor(splits["train"], folds=cv, seed=cfg.seed) if cv else None
+    if held_out:
+        floors["train_questions_cv"] = held_out
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(floors, indent=2) + "\n", encoding="utf-8")
     if as_json:
         print_json({name: {k: v for k, v in floor.items() if k != "hits"} for name, floor in floors.items()})
         return
+    if held_out:
+        print(f"train questions, {cv}-fold: {100 * held_out['questions_only']:.1f}% from the other questions, "
+              f"{100 * held_out.get('with_synthesized', float('nan')):.1f}% with {held_out['synthesized']} "
+              "synthesized requests added")
     for name, floor in floors.items():
+        if name == "train_questions_cv":
+            continue
         low, high = floor["ci"]
         print(f"{name}: {floor['train_examples']} training requests -> gold domain of "
               f"{100 * floor['domain_accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] of "
