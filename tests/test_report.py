@@ -36,7 +36,8 @@ def _summary(n: int, ast: float, *, executability: float | None = None, failures
         "missing_responses": 0,
     }
     if executability is not None:
-        summary.update({"executability": executability, "executability_strict": 0.0, "exec_failures": failures})
+        summary.update({"executability": executability, "executability_api": executability / 2,
+                        "executability_strict": 0.0, "exec_failures": failures})
     return summary
 
 
@@ -114,11 +115,12 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     files = write_report(run_dir, command="apirl report runs/tiny")
     markdown = files.markdown.read_text(encoding="utf-8")
     # Results: run models first (report order), then the anchors; bootstrap intervals from the file, Wilson ones
-    # for executability: 4/40 -> [4.0, 23.1], 0/40 -> [0.0, 8.8] (tests/test_stats.py's Wilson interval by hand).
+    # for executability: 4/40 -> [4.0, 23.1], 2/40 -> [1.4, 16.5], 0/40 -> [0.0, 8.8] (tests/test_stats.py's
+    # Wilson interval by hand); the columns: exec bound, exec API, exec strict.
     assert ("| base-chat | 40 | 0.0 [0.0, 5.0] | 50.0 [40.0, 60.0] | 12.5 [5.0, 20.0] | 30.0 [25.0, 35.0] | 20.0 "
-            "| 0.0 [0.0, 8.8] | 0.0 [0.0, 8.8] |") in markdown
+            "| 0.0 [0.0, 8.8] | 0.0 [0.0, 8.8] | 0.0 [0.0, 8.8] |") in markdown
     assert ("| sft | 40 | 25.0 [20.0, 30.0] | 50.0 [40.0, 60.0] | 12.5 [5.0, 20.0] | 30.0 [25.0, 35.0] | 20.0 "
-            "| 10.0 [4.0, 23.1] | 0.0 [0.0, 8.8] |") in markdown
+            "| 10.0 [4.0, 23.1] | 5.0 [1.4, 16.5] | 0.0 [0.0, 8.8] |") in markdown
     assert "| Gorilla-7B FT 0_shot | 40 | 75.0 [70.0, 80.0] |" in markdown
     assert markdown.index("| base-chat |") < markdown.index("| sft |") < markdown.index("| Gorilla-7B RT bm25 |")
     assert "Every row scores the same split (test, n = 40)." in markdown
