@@ -146,23 +146,21 @@ def eval_floor_cmd(
 
     cfg = run_config(config, set_)
     splits = build_examples(load_gorilla(cfg.data), cfg.data)
-    floors: dict = domain_floors(splits["train"], splits["test"], samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
-    held_out = cross_validated_floor(splits["train"], folds=cv, seed=cfg.seed) if cv else None
-    if held_out:
-        floors["train_questions_cv"] = held_out
+    floors = domain_floors(splits["train"], splits["test"], samples=cfg.eval.bootstrap_samples, seed=cfg.seed)
+    held_out = {"train_questions_cv": cross_validated_floor(splits["train"], folds=cv, seed=cfg.seed)} if cv else {}
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(floors, indent=2) + "\n", encoding="utf-8")
+        out.write_text(json.dumps({**floors, **held_out}, indent=2) + "\n", encoding="utf-8")
     if as_json:
-        print_json({name: {k: v for k, v in floor.items() if k != "hits"} for name, floor in floors.items()})
+        print_json({name: {k: v for k, v in floor.items() if k != "hits"}
+                    for name, floor in {**floors, **held_out}.items()})
         return
     if held_out:
-        print(f"train questions, {cv}-fold: {100 * held_out['questions_only']:.1f}% from the other questions, "
-              f"{100 * held_out.get('with_synthesized', float('nan')):.1f}% with {held_out['synthesized']} "
+        cross = held_out["train_questions_cv"]
+        print(f"train questions, {cv}-fold: {100 * cross['questions_only']:.1f}% from the other questions, "
+              f"{100 * cross.get('with_synthesized', float('nan')):.1f}% with {cross['synthesized']} "
               "synthesized requests added")
     for name, floor in floors.items():
-        if name == "train_questions_cv":
-            continue
         low, high = floor["ci"]
         print(f"{name}: {floor['train_examples']} training requests -> gold domain of "
               f"{100 * floor['domain_accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] of "

@@ -127,15 +127,14 @@ class ApiDatabase:
         self.path = path
         self._by_model_id: dict[str, list[ApiRow]] = {}
         self._by_call: dict[str, list[ApiRow]] = {}
+        self._ids_by_domain: dict[str, set[str]] = {}
         for row in rows:
             for name in {row.model_id.lower(), row.api_name.lower()}:
                 self._by_model_id.setdefault(name, []).append(row)
             self._by_call.setdefault(normalize_call(row.api_call), []).append(row)
-        self.model_ids = frozenset(row.model_id for row in rows if row.model_id)
-        self._ids_by_domain: dict[str, set[str]] = {}
-        for row in rows:
             if row.model_id:
                 self._ids_by_domain.setdefault(row.domain, set()).add(row.model_id.lower())
+        self.model_ids = frozenset(row.model_id for row in rows if row.model_id)
         self.domains = tuple(dict.fromkeys(row.domain for row in rows))
 
     def __len__(self) -> int:

@@ -132,10 +132,10 @@ def exec_fn(executor: Any, mode: str, api_db: Any, domains: dict[str, frozenset[
         scores = []
         for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             verdict = verdicts[str(index)]
-            if prompt not in domains and not unknown:
-                print(f"exec reward: a prompt without a gold domain (only its named model counts): {prompt[:80]!r}",
-                      file=sys.stderr)
             if prompt not in domains:
+                if not unknown:
+                    print(f"exec reward: a prompt without a gold domain (only its named model counts): "
+                          f"{prompt[:80]!r}", file=sys.stderr)
                 unknown.add(prompt)
             gold = domains.get(prompt, frozenset())
             scores.append(1.0 if verdict.ok and uses_api(verdict.loaded, completion, gold, api_db) else 0.0)
