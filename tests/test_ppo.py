@@ -129,6 +129,10 @@ def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, t
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     log_a = (straight.stage_dir / "log.jsonl").read_text()
     assert log_a == (resumed.stage_dir / "log.jsonl").read_text()
+    # Every rollout once, the same texts and rewards as the uninterrupted run's (the killed step 3 drawn again).
+    assert (straight.stage_dir / "rollouts.jsonl").read_text() == (resumed.stage_dir / "rollouts.jsonl").read_text()
+    steps = [json.loads(line)["step"] for line in (resumed.stage_dir / "rollouts.jsonl").read_text().splitlines()]
+    assert sorted(set(steps)) == [1, 2, 3, 4] and len(steps) == 4 * steps.count(1)
 
 
 @pytest.mark.integration

@@ -100,6 +100,9 @@ def run_dir(tmp_path: Path) -> Path:
     _write_lines(run / "grpo" / "log.jsonl", [
         {"step": s, "reward": 0.2 * s, "kl": 0.02 * s, "completions/mean_length": 40.0, "rewards/tools/mean": 0.3}
         for s in range(1, 4)] + [{"train_runtime": 5.0, "step": 3}])
+    _write_lines(run / "grpo" / "rollouts.jsonl", [
+        {"step": s, "prompt": "p", "completion": f"answer {s}-{r} " + "x" * 500 * (r == 3), "terms": {"tools": r / 4},
+         "reward": r / 4} for s in range(1, 6) for r in range(4)])
     _write_lines(run / "dpo" / "log.jsonl", [
         {"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.0},
         {"step": 2, "eval_loss": 0.6, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.3}])
@@ -139,6 +142,11 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     assert "| local | 0.5157 | 0.5025 | – | – (all cached) | 20 | val |" in markdown
     assert "| syntax_error | 20 | 0.95 |" in markdown and "| heldout_auc | 0.9 |" in markdown
     assert "| last_reward | 0.4 |" in markdown and "rloo: not run" in markdown
+    # GRPO's top rollouts: the two best of steps 1, 3 and 5, best first, long texts cut.
+    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| tools [\d.]+ \| answer (\d-\d)", markdown, re.MULTILINE)
+    assert rows == [("1", "0.75", "1-3"), ("1", "0.5", "1-2"), ("3", "0.75", "3-3"), ("3", "0.5", "3-2"),
+                    ("5", "0.75", "5-3"), ("5", "0.5", "5-2")]
+    assert "x" * 380 + " …" in markdown and "x" * 450 not in markdown
     assert "| sft | 2026-01-02T03:04:05+00:00 | 1,555 | 13,152 |" in markdown
     assert "| reward | skipped | 0.1 |  |" in markdown
     assert "**Commit:** `abc123`" in markdown and "`apirl report runs/tiny`" in markdown

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from apirl.errors import InputError
-from apirl.train.rewards import RewardTerm, combine, rule_reward, tools_fn, trl_reward_funcs
+from apirl.train.rewards import (
+    RewardTerm,
+    combine,
+    rollout_log,
+    rule_reward,
+    term_means,
+    tools_fn,
+    trl_reward_funcs,
+)
 from smoke_helpers import KillAtStep, smoke_config, stage_rl
 
 GOOD = """<<<code>>>: from transformers import pipeline
@@ -30,9 +38,41 @@ def test_rule_rewards() -> None:
 
 def test_combine_weights_each_term_and_reports_its_mean() -> None:
     terms = [RewardTerm("a", 2.0, lambda p, c: [1.0, 0.0]), RewardTerm("b", 0.5, lambda p, c: [0.0, 4.0])]
-    totals, means = combine(terms, ["p", "q"], ["x", "y"])
+    totals, values = combine(terms, ["p", "q"], ["x", "y"])
     assert totals == [2.0, 2.0]
-    assert means == {"a": 0.5, "b": 2.0}
+    assert values == {"a": [1.0, 0.0], "b": [0.0, 4.0]}
+    assert term_means(values) == {"a": 0.5, "b": 2.0}
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_trl_reward_funcs_log_each_batch_once_with_every_term_and_the_step(tmp_path: Path) -> None:
+    class State:
+        global_step = 4
+
+    terms = [RewardTerm("a", 2.0, lambda p, c: [1.0, 0.0]), RewardTerm("b", 0.5, lambda p, c: [0.0, 4.0])]
+    with rollout_log(tmp_path / "rollouts.jsonl") as log:
+        funcs, _ = trl_reward_funcs(terms, log)
+        for func in funcs:  # as TRL calls them: each term on the same batch, in order
+            func(prompts=["p", "q"], completions=["x", "y"], trainer_state=State())
+    rows = _rows(tmp_path / "rollouts.jsonl")
+    assert rows == [{"step": 5, "prompt": "p", "completion": "x", "terms": {"a": 1.0, "b": 0.0}, "reward": 2.0},
+                    {"step": 5, "prompt": "q", "completion": "y", "terms": {"a": 0.0, "b": 4.0}, "reward": 2.0}]
+
+
+def test_a_resumed_rollout_log_drops_the_steps_it_will_draw_again(tmp_path: Path) -> None:
+    path = tmp_path / "rollouts.jsonl"
+    with rollout_log(path) as log:
+        for step in (1, 2, 3):
+            log.write(step, ["p"], [f"c{step}"], {"a": [1.0]}, {"a": 1.0})
+    with rollout_log(path, start=2) as log:
+        log.write(3, ["p"], ["again"], {"a": [0.0]}, {"a": 1.0})
+    assert [(row["step"], row["completion"]) for row in _rows(path)] == [(1, "c1"), (2, "c2"), (3, "again")]
+    with rollout_log(path) as log:  # a fresh run starts a fresh file
+        pass
+    assert path.read_text() == ""
 
 
 def test_trl_reward_funcs_take_trl_keywords_and_carry_names_and_weights() -> None:
@@ -96,6 +136,13 @@ def test_group_algorithm_trains_logs_each_term_and_saves_a_loadable_policy(
     log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
     steps = [entry for entry in log if "rewards/reward_model/mean" in entry]
     assert len(steps) == 2 and all(0 < entry["reward"] <= 1 for entry in steps)
+    # Every scored completion, with its step and term: 2 steps x 2 prompts x 4 completions, the step's mean as
+    # logged.
+    rollouts = _rows(result.stage_dir / "rollouts.jsonl")
+    assert [row["step"] for row in rollouts] == [1] * 8 + [2] * 8
+    for entry in steps:
+        rewards = [row["terms"]["reward_model"] for row in rollouts if row["step"] == entry["step"]]
+        assert sum(rewards) / len(rewards) == pytest.approx(entry["rewards/reward_model/mean"], abs=1e-5)
     assert not (result.stage_dir / "checkpoints").exists()
     start = _weights(resolve_model("tiny-random").location)
     trained = _weights(result.stage_dir / "model")
@@ -113,6 +160,9 @@ def test_grpo_resumed_after_a_kill_ends_with_the_same_weights(real_data_dir: Pat
         stage_rl(killed)  # never silently discards an interrupted run
     resumed = stage_rl(killed, resume=True)
     assert json.loads((resumed.stage_dir / "summary.json").read_text())["resumed_from"] == "checkpoint-2"
+    # The killed run's rollouts of step 3 are drawn again, not logged twice.
+    assert [row["step"] for row in _rows(resumed.stage_dir / "rollouts.jsonl")] == [s for s in (1, 2, 3, 4)
+                                                                                      for _ in range(8)]
     a, b = _weights(straight.stage_dir / "model"), _weights(resumed.stage_dir / "model")
     assert all((a[k] == b[k]).all() for k in a)
 

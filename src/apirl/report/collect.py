@@ -46,6 +46,7 @@ class RunData:
     reward_log: list[dict[str, Any]] | None = None
     rl_logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rl_summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rl_top_rollouts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -203,4 +204,25 @@ def collect_run(run_dir: str | Path) -> RunData:
         summary = read_json_object(layout.summary(algorithm))
         if summary is not None:
             run.rl_summaries[algorithm] = summary
+        rollouts = layout.stage(algorithm) / "rollouts.jsonl"
+        if rollouts.is_file():
+            run.rl_top_rollouts[algorithm] = top_rollouts(rollouts)
     return run
+
+
+def top_rollouts(path: Path, per_step: int = 2, steps: int = 3) -> list[dict[str, Any]]:
+    """The `per_step` highest-reward rollouts of the first, middle and last step of an RL stage's
+    `rollouts.jsonl` (read in one pass, keeping only the candidates): what the reward paid most for, early and
+    late, where reward hacking shows in the text."""
+    best: dict[int, list[dict[str, Any]]] = {}
+    for _, row in iter_jsonl(path):
+        step = row.get("step")
+        if not isinstance(step, int) or not isinstance(row.get("reward"), int | float):
+            raise InputError("expected an integer step and a numeric reward", path=path, field="step/reward")
+        kept = sorted([*best.get(step, []), row], key=lambda r: -r["reward"])[:per_step]
+        best[step] = kept
+    if not best:
+        return []
+    ordered = sorted(best)
+    chosen = sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1]})[:steps]
+    return [row for step in chosen for row in best[step]]

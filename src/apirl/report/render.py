@@ -370,16 +370,38 @@ def reward_section(run: RunData) -> Section:
 
 
 def _rl_panels(algorithm: str, log: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """What to plot for each algorithm's log: PPO's own step log, TRL's GRPO/RLOO and DPO log histories."""
-    if algorithm == "ppo":
-        return [("reward (score)", ["score"]), ("KL", ["kl"]), ("response length (tokens)", ["response_length"])]
+    """What to plot for each algorithm's log: PPO's own step log, TRL's GRPO/RLOO and DPO log histories. Each
+    reward term, KL, entropy, the share of rollouts that end with EOS and their length, per step: reward hacking
+    and length drift show as one curve rising while another falls."""
     if algorithm == "dpo":
         return [("loss", ["loss", "eval_loss"]), ("preference accuracy", ["rewards/accuracies",
                                                                          "eval_rewards/accuracies"]),
                 ("reward margin", ["rewards/margins", "eval_rewards/margins"])]
+    if algorithm == "ppo":
+        terms = sorted({key for row in log for key in row
+                        if key.startswith("reward_") and key != "reward_with_penalties"})
+        return [("reward", ["score", *terms]), ("KL (nats per sequence)", ["kl"]), ("entropy", ["entropy"]),
+                ("share ending with EOS", ["ended"]), ("response length (tokens)", ["response_length"])]
     terms = sorted({key for row in log for key in row if key.startswith("rewards/") and key.endswith("/mean")})
-    return [("reward", ["reward", *terms]), ("KL", ["kl"]), ("completion length (tokens)",
-                                                           ["completions/mean_length"])]
+    return [("reward", ["reward", *terms]), ("KL", ["kl"]), ("entropy", ["entropy"]),
+            ("share ending with EOS", ["ended"]), ("completion length (tokens)", ["completions/mean_length"])]
+
+
+def _with_eos_share(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL logs the share of completions cut at the length limit; the plot shows the share that ended."""
+    return [{**row, "ended": 1 - row["completions/clipped_ratio"]} if "completions/clipped_ratio" in row else row
+            for row in log]
+
+
+def _rollouts_table(rows: list[dict[str, Any]], chars: int = 400) -> Table:
+    def text(completion: str) -> str:
+        flat = " ".join(completion.split())
+        return flat if len(flat) <= chars else flat[:chars] + " …"
+
+    return Table(["step", "reward", "terms", "completion"],
+                 [[str(row["step"]), number(row["reward"]),
+                   ", ".join(f"{k} {number(v)}" for k, v in (row.get("terms") or {}).items()),
+                   text(str(row.get("completion", "")))] for row in rows])
 
 
 def rl_sections(run: RunData) -> list[Section]:
@@ -391,15 +413,20 @@ def rl_sections(run: RunData) -> list[Section]:
     sections = [top]
     for algorithm in ran:
         section = Section(algorithm.upper(), level=3)
-        log = run.rl_logs.get(algorithm, [])
+        log = _with_eos_share(run.rl_logs.get(algorithm, []))
         image = plots.curve_panels(log, f"{algorithm.upper()} training curves", _rl_panels(algorithm, log))
         if image:
-            section.blocks.append(Plot(f"{algorithm.upper()}: reward, KL and length against the step"
-                                       if algorithm != "dpo" else "DPO: loss, preference accuracy and margin", image))
+            section.blocks.append(Plot(f"{algorithm.upper()}: reward terms, KL, entropy, EOS share and length "
+                                       "against the step" if algorithm != "dpo"
+                                       else "DPO: loss, preference accuracy and margin", image))
         elif algorithm not in run.rl_logs:
             section.blocks.append(f"No `{algorithm}/log.jsonl`.")
         if algorithm in run.rl_summaries:
             section.blocks.append(scalar_table(run.rl_summaries[algorithm]))
+        if run.rl_top_rollouts.get(algorithm):
+            section.blocks.append(Details(f"Top-reward rollouts of the first, middle and last step "
+                                          f"({algorithm}/rollouts.jsonl)",
+                                          [_rollouts_table(run.rl_top_rollouts[algorithm])]))
         sections.append(section)
     return sections
 

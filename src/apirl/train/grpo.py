@@ -12,7 +12,8 @@ draws the same), RLOO with TRL's `model.generate` (TRL 1.16's RLOOTrainer takes 
 there is no reference at all.
 
 Outputs in `runs/<name>/<grpo|rloo>/`: `log.jsonl` (the Trainer's log history: reward per term, KL, entropy,
-clip ratio, completion length...), `tensorboard/`, `summary.json`, `model/` (LoRA merged). Checkpoints every
+clip ratio, completion length...), `rollouts.jsonl` (every scored completion: its text, each reward term),
+`tensorboard/`, `summary.json`, `model/` (LoRA merged). Checkpoints every
 `save_steps` in `checkpoints/`; `--resume` continues from the last one (the Trainer restores the optimizer,
 scheduler and RNG states).
 """
@@ -47,7 +48,7 @@ from apirl.train.common import (
     train_prompts,
 )
 from apirl.train.config import GroupFields, GrpoConfig, RlooConfig, lora_config
-from apirl.train.rewards import reward_terms, trl_reward_funcs
+from apirl.train.rewards import ROLLOUTS, reward_terms, rollout_log, trl_reward_funcs
 
 
 def trainer_args(table: GroupFields, seed: int, stage_dir: Path) -> Any:
@@ -134,8 +135,10 @@ def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool
         from trl import RLOOTrainer as Trainer
 
     started = time.perf_counter()
-    with reward_terms(run.rl, run.execution, run.layout, default_device()) as terms:
-        funcs, weights = trl_reward_funcs(terms)
+    start = int(resume_from.name.rsplit("-", 1)[1]) if resume_from else 0
+    with reward_terms(run.rl, run.execution, run.layout, default_device()) as terms, \
+            rollout_log(stage_dir / ROLLOUTS, start) as rollouts:
+        funcs, weights = trl_reward_funcs(terms, rollouts)
         args = trainer_args(table, run.seed, stage_dir)
         args.reward_weights = weights
         with warnings.catch_warnings():  # rollout_func is "experimental" in TRL: pinned by constraints.txt, tested

@@ -33,7 +33,8 @@ Choices, and why:
   both optimizers, KL controller, step, RNG states for good measure) therefore resumes to exactly the weights an
   uninterrupted run ends with.
 
-Outputs in `runs/<name>/ppo/`: `log.jsonl` (one line per step), `tensorboard/`, `summary.json`, `model/` (the
+Outputs in `runs/<name>/ppo/`: `log.jsonl` (one line per step), `rollouts.jsonl` (every scored rollout: its
+text, each reward term), `tensorboard/`, `summary.json`, `model/` (the
 final policy as a plain checkpoint, LoRA merged: `apirl generate --model runs/<name>/ppo/model`) and
 `value_head.pt`.
 """
@@ -75,7 +76,7 @@ from apirl.train.common import (
     train_prompts,
 )
 from apirl.train.config import PpoConfig, lora_config
-from apirl.train.rewards import combine, reward_terms
+from apirl.train.rewards import ROLLOUTS, combine, reward_terms, rollout_log, term_means
 
 STATE_FILE = "state.pt"
 DONE_FILE = "trainer_state.json"  # written last in a checkpoint: `last_checkpoint` trusts only complete ones
@@ -366,17 +367,18 @@ def train_ppo(ppo: PpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
     started = time.perf_counter()
     # The reward's executability sandbox, when it has one, lives as long as the loop.
     with reward_terms(run.rl, run.execution, run.layout, device) as terms, \
-            log_path.open("w", encoding="utf-8") as handle:
+            rollout_log(stage_dir / ROLLOUTS, start) as rollouts, log_path.open("w", encoding="utf-8") as handle:
         for entry in log:
             handle.write(json_line(entry))
         for step in range(start, ppo.steps):
             generator = torch.Generator(device=device).manual_seed(step_seed(run.seed, step))
             batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, run.seed, step), ppo, generator)
-            totals, term_means = combine(terms, batch.prompts, batch.texts)
+            totals, values = combine(terms, batch.prompts, batch.texts)
+            rollouts.write(step + 1, batch.prompts, batch.texts, values, {t.name: t.weight for t in terms})
             scores = torch.tensor(totals, dtype=torch.float32, device=device)
             stats = ppo_step(models, batch, scores, ppo, kl_ctl, optimizers, generator)
             if len(terms) > 1:
-                stats.update({f"reward_{name}": value for name, value in term_means.items()})
+                stats.update({f"reward_{name}": value for name, value in term_means(values).items()})
             entry = {"step": step + 1, **{k: round(v, 6) for k, v in stats.items()}}
             log.append(entry)
             handle.write(json_line(entry))

@@ -12,6 +12,9 @@ Each term maps (prompts, completions) to one float per completion:
 
 PPO adds the weighted terms itself; TRL's trainers get one reward function per term and the weights, so they
 log each term apart. A term whose weight is 0 is never built: no reward model loaded, no sandbox started.
+
+Every scored rollout is also written to the stage's `rollouts.jsonl` (`RolloutLog`): the step means cannot show
+*what* the reward paid for, the texts can, so the report prints the top-reward rollouts of a few steps.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from apirl.errors import InputError
 from apirl.execution.config import ExecConfig
+from apirl.jsonl import iter_jsonl, json_line
 from apirl.rundir import RunLayout
 from apirl.train.config import RlConfig
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+ROLLOUTS = "rollouts.jsonl"
 
 # The questions program analysis decides on its own (the others need an LLM or an execution verdict).
 TOOLS_QUESTIONS = ("imports", "syntax", "defined_names", "api_exists", "arguments", "complete")
@@ -177,25 +183,77 @@ def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device:
         yield terms
 
 
+class RolloutLog:
+    """`rollouts.jsonl` of an online RL stage: one line per scored rollout (step, prompt, completion, each term's
+    value, the weighted reward). Opened for a run that starts after `start` steps: the lines of later steps (a
+    killed run's, which the resumed run draws again) are dropped, so every step appears once."""
+
+    def __init__(self, path: Path, start: int = 0) -> None:
+        kept = [row for _, row in iter_jsonl(path) if row.get("step", 0) <= start] if start and path.is_file() else []
+        self.path = path
+        self._handle: IO[str] = path.open("w", encoding="utf-8")
+        for row in kept:
+            self._handle.write(json_line(row))
+        self._handle.flush()
+
+    def write(self, step: int, prompts: Sequence[str], completions: Sequence[str],
+              values: dict[str, list[float]], weights: dict[str, float]) -> None:
+        for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            terms = {name: round(column[index], 6) for name, column in values.items()}
+            reward = sum(weights[name] * value for name, value in terms.items())
+            self._handle.write(json_line({"step": step, "prompt": prompt, "completion": completion,
+                                          "terms": terms, "reward": round(reward, 6)}))
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+@contextlib.contextmanager
+def rollout_log(path: Path, start: int = 0) -> Iterator[RolloutLog]:
+    log = RolloutLog(path, start)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
 def combine(terms: Sequence[RewardTerm], prompts: Sequence[str], completions: Sequence[str]
-            ) -> tuple[list[float], dict[str, float]]:
-    """(the weighted sum per completion, the mean of each term over the batch)."""
+            ) -> tuple[list[float], dict[str, list[float]]]:
+    """(the weighted sum per completion, each term's values)."""
     totals = [0.0] * len(completions)
-    means = {}
+    values = {}
     for term in terms:
-        values = term.fn(prompts, completions)
-        totals = [total + term.weight * value for total, value in zip(totals, values, strict=True)]
-        means[term.name] = sum(values) / len(values) if values else 0.0
-    return totals, means
+        values[term.name] = term.fn(prompts, completions)
+        totals = [total + term.weight * value for total, value in zip(totals, values[term.name], strict=True)]
+    return totals, values
 
 
-def trl_reward_funcs(terms: Sequence[RewardTerm]) -> tuple[list[Callable[..., list[float]]], list[float]]:
-    """The terms as TRL reward functions (called with keyword arguments `prompts`, `completions` and the
-    dataset's other columns), named after the term so TRL logs `rewards/<name>/mean`, and their weights."""
+def term_means(values: dict[str, list[float]]) -> dict[str, float]:
+    return {name: sum(column) / len(column) if column else 0.0 for name, column in values.items()}
+
+
+def trl_reward_funcs(terms: Sequence[RewardTerm], log: RolloutLog | None = None
+                     ) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """The terms as TRL reward functions (called with keyword arguments `prompts`, `completions`, `trainer_state`
+    and the dataset's other columns), named after the term so TRL logs `rewards/<name>/mean`, and their weights.
+    TRL calls them in order on the same batch: after the last one, the batch goes to `log` with the step it
+    trains (the state's global step + 1, as in TRL's log)."""
     funcs = []
+    weights = {term.name: term.weight for term in terms}
+    pending: dict[str, list[float]] = {}
     for term in terms:
-        def reward(prompts: list[str], completions: list[str], _fn: RewardFn = term.fn, **_: Any) -> list[float]:
-            return _fn(prompts, completions)
+        def reward(prompts: list[str], completions: list[str], _fn: RewardFn = term.fn, _name: str = term.name,
+                   **kwargs: Any) -> list[float]:
+            values = _fn(prompts, completions)
+            pending[_name] = values
+            if log is not None and len(pending) == len(weights):
+                state = kwargs.get("trainer_state")
+                step = (state.global_step if state is not None else 0) + 1
+                log.write(step, prompts, completions, dict(pending), weights)
+            if len(pending) == len(weights):
+                pending.clear()
+            return values
 
         reward.__name__ = term.name
         funcs.append(reward)
