@@ -24,8 +24,10 @@ class FeedbackConfig(StrictModel):
     `policy` empty means M_SFT (`runs/<name>/sft/model`); any model spec of `apirl.models.load` works.
     `samples_per_prompt` completions are sampled per train prompt (`prompts_limit` > 0: a seeded subset of the
     prompts). A sample is labelled good when its score S (sum of P(yes) over `questions`) is at least
-    `threshold`. `calibrate_*` pick the examples of `apirl feedback calibrate` (`calibrate_limit` > 0: the
-    first N).
+    `threshold` (`label_rule = "threshold"`, the paper's rule), or above the `label_quantile` quantile of this
+    run's scores (`"quantile"`: both classes whatever the policy's level; at or above it when nothing is above,
+    as when every sample ties). `calibrate_*` pick the examples of `apirl feedback calibrate`
+    (`calibrate_limit` > 0: the first N).
     """
 
     judge: Literal["tools", "local", "openai", "hybrid"] = "hybrid"
@@ -50,6 +52,8 @@ class FeedbackConfig(StrictModel):
     sample_grounding: Literal["none", "catalog"] = "none"
     prompts_limit: int = Field(0, ge=0)
     threshold: float = 6.0
+    label_rule: Literal["threshold", "quantile"] = "threshold"
+    label_quantile: float = Field(0.5, gt=0, lt=1)
     questions: list[str] = Field(default_factory=lambda: [q.key for q in QUESTIONS])
     calibrate_split: Literal["train", "val", "test"] = "val"
     calibrate_limit: int = Field(0, ge=0)
@@ -71,7 +75,7 @@ class FeedbackConfig(StrictModel):
     @model_validator(mode="after")
     def _reachable_threshold(self) -> FeedbackConfig:
         # S is at most the number of questions: a higher threshold would label every sample bad.
-        if self.threshold > len(self.questions):
+        if self.label_rule == "threshold" and self.threshold > len(self.questions):
             raise ValueError(f"threshold {self.threshold} is above the highest score, {len(self.questions)} "
                              f"(one per question)")
         return self

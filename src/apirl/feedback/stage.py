@@ -10,7 +10,8 @@ The stage writes into `runs/<name>/feedback/`:
 - `executions.jsonl` (with `execute`): each sample's executability verdict, reused by a rerun.
 - `judgments.sqlite`: the judgment cache (see `cache.py`); a killed run resumes without judging anything twice.
 - `feedback.jsonl`: per sample its answers (question, value, p_yes, judge, detail), its score S (the sum of
-  answer weights, see `types.score`) and its label (S at or above `threshold`).
+  answer weights, see `types.score`) and its label (S at or above the threshold: `threshold`, or the
+  `label_quantile` rule's).
 - `pairs.jsonl`: per prompt, the highest- and the lowest-scored completion (prompt, chosen, rejected,
   chosen_score, rejected_score, example_id: what TRL's DPO and reward trainers read); prompts whose
   completions all score the same are dropped (a tie teaches no preference).
@@ -45,7 +46,7 @@ from apirl.feedback.cache import JudgmentCache
 from apirl.feedback.config import FeedbackConfig
 from apirl.feedback.judges import Judge, judge_label, make_judge, questions_of, uses_execution
 from apirl.feedback.openai_judge import ENV_BASE_URL, ENV_MODEL
-from apirl.feedback.types import Answer, Sample, label, score
+from apirl.feedback.types import Answer, Sample, label, quantile_threshold, score
 from apirl.jsonl import iter_jsonl, json_line, rows_written_under, write_jsonl
 from apirl.models.config import GenerateConfig, ModelConfig
 from apirl.models.generation import generate_batches, request_of
@@ -218,6 +219,14 @@ def feedback_row(sample: dict[str, Any], answers: Sequence[Answer], threshold: f
             "answers": [asdict(answer) for answer in answers], "score": s, "label": label(s, threshold)}
 
 
+def label_threshold(fb: FeedbackConfig, scores: Sequence[float]) -> float:
+    """The score a sample needs to be labelled good: `threshold`, or the quantile rule's over these scores
+    (rounded as the rows write their scores, so that the label agrees with the score as written)."""
+    if fb.label_rule == "threshold" or not scores:
+        return fb.threshold
+    return quantile_threshold([round(s, 6) for s in scores], fb.label_quantile)
+
+
 def make_pairs(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """(pairs, prompts dropped for a tie): per example, its highest- and lowest-scored completion (the first
     such in k order) when their scores differ. Rows are feedback rows (example_id, prompt, completion, score)."""
@@ -283,7 +292,8 @@ def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig
         judge = make_judge(fb, api_db, cache, device=model.device or None, exec_verdicts=verdicts)
         answers = judge_samples(judge, samples, console)
         cache_stats = cache.stats()
-    rows = [feedback_row(row, row_answers, fb.threshold) for row, row_answers in zip(sample_rows, answers, strict=True)]
+    threshold = label_threshold(fb, [score(row_answers) for row_answers in answers])
+    rows = [feedback_row(row, row_answers, threshold) for row, row_answers in zip(sample_rows, answers, strict=True)]
     pairs, ties = make_pairs(rows)
     write_jsonl(layout.feedback_rows, rows)
     write_jsonl(layout.pairs, pairs)
@@ -291,7 +301,8 @@ def write_feedback(fb: FeedbackConfig, model: ModelConfig, execution: ExecConfig
     counts = judge.counts
     summary = {
         "policy": source.spec, "judge": judge_label(fb), "judge_model": judge.model,
-        "questions": [q.key for q in questions_of(fb)], "threshold": fb.threshold,
+        "questions": [q.key for q in questions_of(fb)], "label_rule": fb.label_rule,
+        "label_quantile": fb.label_quantile if fb.label_rule == "quantile" else None, "threshold": threshold,
         "prompts": len(prompts), "samples_per_prompt": fb.samples_per_prompt, "samples": len(rows),
         "samples_generated": generation["generated"], "samples_resumed": generation["resumed"],
         "new_tokens": generation["new_tokens"], "generate_seconds": generation["generate_seconds"],

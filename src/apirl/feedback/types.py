@@ -4,7 +4,7 @@ the score of a sample's answers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -79,3 +79,14 @@ def score(answers: Iterable[Answer]) -> float:
 def label(score: float, threshold: float) -> bool:
     """Whether a sample with this score counts as good (score at or above the threshold)."""
     return score >= threshold
+
+
+def quantile_threshold(scores: Sequence[float], quantile: float) -> float:
+    """The threshold of the quantile label rule: the smallest score above the `quantile` quantile of `scores`
+    (so `label` calls the samples above it good), or the quantile itself when no score is above it (every sample
+    ties: all good, as the threshold rule would say of equal scores)."""
+    import numpy as np
+
+    cut = float(np.quantile(np.asarray(scores, dtype=float), quantile, method="lower"))
+    above = [s for s in scores if s > cut]
+    return min(above) if above else cut
