@@ -92,24 +92,26 @@ def test_config_rejects_unknown_questions_and_labels_judges() -> None:
         FeedbackConfig(questions=["syntax", "task"])  # threshold 6 of 2 questions
     assert FeedbackConfig(questions=["syntax", "task"], threshold=1.5).threshold == 1.5
     assert FeedbackConfig(questions=["syntax", "task"], label_rule="quantile").label_quantile == 0.5
+    assert judge_label(FeedbackConfig(judge="tools", grounding=True)) == "tools"
+    assert judge_label(FeedbackConfig(judge="hybrid", hybrid_llm="openai", grounding=True)) == "hybrid-openai-grounded"
+    assert judge_label(FeedbackConfig(judge="local")) == "local"
 
 
 def test_the_quantile_rule_gives_both_classes_whatever_the_level() -> None:
     from apirl.feedback.stage import label_threshold
     from apirl.feedback.types import quantile_threshold
 
-    # The median of 1, 2, 3, 4 (the lower one, 2): the good ones are those above it, from 3.
+    # Half of 1, 2, 3, 4 good: from 3.
     assert quantile_threshold([4.0, 1.0, 3.0, 2.0], 0.5) == 3.0
     # A policy that does well everywhere: the threshold rule (6) calls all good, the quantile rule the top part.
     scores = [7.0, 7.5, 7.5, 8.0]
     assert quantile_threshold(scores, 0.25) == 7.5 and quantile_threshold(scores, 0.5) == 8.0
     assert quantile_threshold([1.0, 1.0, 1.0, 5.0], 0.5) == 5.0  # ties below: only the one above
+    assert quantile_threshold([1.0, 5.0, 5.0, 5.0], 0.5) == 5.0  # ties above: three good, one bad
+    assert quantile_threshold([1.0, 2.0, 2.0, 2.0, 2.0, 3.0], 0.3) == 2.0  # 5 of 6 good is nearest to 70%
     assert quantile_threshold([3.0, 3.0], 0.5) == 3.0  # every sample ties: all good, as with a threshold
     assert label_threshold(FeedbackConfig(judge="tools", threshold=6.0), scores) == 6.0
     assert label_threshold(FeedbackConfig(judge="tools", label_rule="quantile"), scores) == 8.0
-    assert judge_label(FeedbackConfig(judge="tools", grounding=True)) == "tools"
-    assert judge_label(FeedbackConfig(judge="hybrid", hybrid_llm="openai", grounding=True)) == "hybrid-openai-grounded"
-    assert judge_label(FeedbackConfig(judge="local")) == "local"
 
 
 def test_sampling_resumes_a_killed_run_and_reuses_a_finished_one(tmp_path: Path, monkeypatch) -> None:

@@ -101,8 +101,9 @@ def run_dir(tmp_path: Path) -> Path:
         {"step": s, "reward": 0.2 * s, "kl": 0.02 * s, "completions/mean_length": 40.0, "rewards/tools/mean": 0.3}
         for s in range(1, 4)] + [{"train_runtime": 5.0, "step": 3}])
     _write_lines(run / "grpo" / "rollouts.jsonl", [
-        {"step": s, "prompt": "p", "completion": f"answer {s}-{r} " + "x" * 500 * (r == 3), "terms": {"tools": r / 4},
-         "reward": r / 4} for s in range(1, 6) for r in range(4)])
+        {"step": s, "prompt": "p", "completion": f"answer {s}-{r} " + ("x" * 500 + " <<<code>>>: end") * (r == 3),
+         "terms": {"tools": r / 4}, "reward": r / 4, **({"ended": r < 3} if s < 5 else {})}
+        for s in range(1, 6) for r in range(4)])
     _write_lines(run / "dpo" / "log.jsonl", [
         {"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.0},
         {"step": 2, "eval_loss": 0.6, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.3}])
@@ -143,10 +144,12 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     assert "| syntax_error | 20 | 0.95 |" in markdown and "| heldout_auc | 0.9 |" in markdown
     assert "| last_reward | 0.4 |" in markdown and "rloo: not run" in markdown
     # GRPO's top rollouts: the two best of steps 1, 3 and 5, best first, long texts cut.
-    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| tools [\d.]+ \| answer (\d-\d)", markdown, re.MULTILINE)
-    assert rows == [("1", "0.75", "1-3"), ("1", "0.5", "1-2"), ("3", "0.75", "3-3"), ("3", "0.5", "3-2"),
-                    ("5", "0.75", "5-3"), ("5", "0.5", "5-2")]
-    assert "x" * 380 + " …" in markdown and "x" * 450 not in markdown
+    rows = re.findall(r"^\| (\d) \| ([\d.]+) \| tools [\d.]+ \| (yes|no|–) \| answer (\d-\d)", markdown,
+                      re.MULTILINE)
+    assert rows == [("1", "0.75", "no", "1-3"), ("1", "0.5", "yes", "1-2"), ("3", "0.75", "no", "3-3"),
+                    ("3", "0.5", "yes", "3-2"), ("5", "0.75", "–", "5-3"), ("5", "0.5", "–", "5-2")]
+    # A long completion: its head and its tail (where the code is), model text not read as HTML.
+    assert "x" * 180 + " … " + "x" * 184 + " &lt;&lt;&lt;code>>>: end |" in markdown and "x" * 450 not in markdown
     assert "| sft | 2026-01-02T03:04:05+00:00 | 1,555 | 13,152 |" in markdown
     assert "| reward | skipped | 0.1 |  |" in markdown
     assert "**Commit:** `abc123`" in markdown and "`apirl report runs/tiny`" in markdown
@@ -159,6 +162,18 @@ def test_report_of_a_run_has_its_rows_and_numbers(run_dir: Path) -> None:
     # headline, executability, per domain, SFT loss, calibration, reward bars, reward loss, PPO, GRPO, DPO, cost
     assert page.count("<img") == len(sources) == 11
     assert "<details>" in page and "25.0 [20.0, 30.0]" in page and "&quot;learning_rate&quot;: 0.0001" in page
+
+
+@pytest.mark.parametrize(("row", "field"), [
+    ({"step": True, "reward": 1.0, "terms": {}}, "step"),
+    ({"step": 1, "reward": float("nan"), "terms": {}}, "reward"),
+    ({"step": 1, "reward": 1.0, "terms": [1.0]}, "terms"),
+])
+def test_a_malformed_rollouts_file_names_its_line_and_field(run_dir: Path, row: dict[str, Any], field: str) -> None:
+    path = run_dir / "grpo" / "rollouts.jsonl"
+    path.write_text(path.read_text(encoding="utf-8") + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=rf"rollouts.jsonl:21.*{field}"):
+        write_report(run_dir, command="apirl report runs/tiny")
 
 
 def test_paired_rows_on_different_questions_say_so(run_dir: Path) -> None:

@@ -54,12 +54,17 @@ def test_trl_reward_funcs_log_each_batch_once_with_every_term_and_the_step(tmp_p
 
     terms = [RewardTerm("a", 2.0, lambda p, c: [1.0, 0.0]), RewardTerm("b", 0.5, lambda p, c: [0.0, 4.0])]
     with rollout_log(tmp_path / "rollouts.jsonl") as log:
-        funcs, _ = trl_reward_funcs(terms, log)
+        funcs, _ = trl_reward_funcs(terms, log, eos_ids=[2])
         for func in funcs:  # as TRL calls them: each term on the same batch, in order
-            func(prompts=["p", "q"], completions=["x", "y"], trainer_state=State())
+            func(prompts=["p", "q"], completions=["x", "y"], completion_ids=[[7, 2], [7, 7]], trainer_state=State())
+        with pytest.raises(TypeError, match="trainer_state"):
+            for func in funcs:
+                func(prompts=["p"], completions=["x"])
     rows = _rows(tmp_path / "rollouts.jsonl")
-    assert rows == [{"step": 5, "prompt": "p", "completion": "x", "terms": {"a": 1.0, "b": 0.0}, "reward": 2.0},
-                    {"step": 5, "prompt": "q", "completion": "y", "terms": {"a": 0.0, "b": 4.0}, "reward": 2.0}]
+    assert rows == [{"step": 5, "prompt": "p", "completion": "x", "terms": {"a": 1.0, "b": 0.0}, "reward": 2.0,
+                     "ended": True},
+                    {"step": 5, "prompt": "q", "completion": "y", "terms": {"a": 0.0, "b": 4.0}, "reward": 2.0,
+                     "ended": False}]
 
 
 def test_a_resumed_rollout_log_drops_the_steps_it_will_draw_again(tmp_path: Path) -> None:
@@ -70,6 +75,12 @@ def test_a_resumed_rollout_log_drops_the_steps_it_will_draw_again(tmp_path: Path
     with rollout_log(path, start=2) as log:
         log.write(3, ["p"], ["again"], {"a": [0.0]}, {"a": 1.0})
     assert [(row["step"], row["completion"]) for row in _rows(path)] == [(1, "c1"), (2, "c2"), (3, "again")]
+    # A kill cut the last line short: the whole lines before it are kept, the cut one is drawn again.
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 4, "prompt": "p", "compl')
+    with rollout_log(path, start=3) as log:
+        log.write(4, ["p"], ["c4"], {"a": [1.0]}, {"a": 1.0})
+    assert [row["completion"] for row in _rows(path)] == ["c1", "c2", "again", "c4"]
     with rollout_log(path) as log:  # a fresh run starts a fresh file
         pass
     assert path.read_text() == ""

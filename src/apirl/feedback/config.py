@@ -24,10 +24,10 @@ class FeedbackConfig(StrictModel):
     `policy` empty means M_SFT (`runs/<name>/sft/model`); any model spec of `apirl.models.load` works.
     `samples_per_prompt` completions are sampled per train prompt (`prompts_limit` > 0: a seeded subset of the
     prompts). A sample is labelled good when its score S (sum of P(yes) over `questions`) is at least
-    `threshold` (`label_rule = "threshold"`, the paper's rule), or above the `label_quantile` quantile of this
-    run's scores (`"quantile"`: both classes whatever the policy's level; at or above it when nothing is above,
-    as when every sample ties). `calibrate_*` pick the examples of `apirl feedback calibrate`
-    (`calibrate_limit` > 0: the first N).
+    `threshold` (`label_rule = "threshold"`, the paper's rule; `label_quantile` unused), or when it is in the top
+    1 - `label_quantile` of this run's scores, as near as ties allow (`"quantile"`: both classes whatever the
+    policy's level; `threshold` unused; see `types.quantile_threshold`). `calibrate_*` pick the examples of
+    `apirl feedback calibrate` (`calibrate_limit` > 0: the first N).
     """
 
     judge: Literal["tools", "local", "openai", "hybrid"] = "hybrid"

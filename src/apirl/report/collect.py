@@ -8,6 +8,7 @@ line, for JSON Lines), never a half-empty report that hides it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,19 +211,26 @@ def collect_run(run_dir: str | Path) -> RunData:
     return run
 
 
-def top_rollouts(path: Path, per_step: int = 2, steps: int = 3) -> list[dict[str, Any]]:
+def top_rollouts(path: Path, per_step: int = 2) -> list[dict[str, Any]]:
     """The `per_step` highest-reward rollouts of the first, middle and last step of an RL stage's
     `rollouts.jsonl` (read in one pass, keeping only the candidates): what the reward paid most for, early and
     late, where reward hacking shows in the text."""
     best: dict[int, list[dict[str, Any]]] = {}
-    for _, row in iter_jsonl(path):
-        step = row.get("step")
-        if not isinstance(step, int) or not isinstance(row.get("reward"), int | float):
-            raise InputError("expected an integer step and a numeric reward", path=path, field="step/reward")
-        kept = sorted([*best.get(step, []), row], key=lambda r: -r["reward"])[:per_step]
-        best[step] = kept
+    for line, row in iter_jsonl(path, what="rollouts file"):
+        step, reward, terms = row.get("step"), row.get("reward"), row.get("terms")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise InputError("expected an integer step", path=path, line=line, field="step")
+        if not _finite_number(reward):
+            raise InputError("expected a finite number", path=path, line=line, field="reward")
+        if not isinstance(terms, dict) or not all(_finite_number(v) for v in terms.values()):
+            raise InputError("expected an object of finite numbers", path=path, line=line, field="terms")
+        best[step] = sorted([*best.get(step, []), row], key=lambda r: -r["reward"])[:per_step]
     if not best:
         return []
     ordered = sorted(best)
-    chosen = sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1]})[:steps]
+    chosen = sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1]})
     return [row for step in chosen for row in best[step]]
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -389,19 +389,23 @@ def _rl_panels(algorithm: str, log: list[dict[str, Any]]) -> list[tuple[str, lis
 
 def _with_eos_share(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """TRL logs the share of completions cut at the length limit; the plot shows the share that ended."""
-    return [{**row, "ended": 1 - row["completions/clipped_ratio"]} if "completions/clipped_ratio" in row else row
-            for row in log]
+    key = "completions/clipped_ratio"
+    return [{**row, "ended": 1 - row[key]} if isinstance(row.get(key), int | float) and not isinstance(row[key], bool)
+            else row for row in log]
 
 
 def _rollouts_table(rows: list[dict[str, Any]], chars: int = 400) -> Table:
+    """The top rollouts as a table: the completion's head and tail around a cut (the code, which the execution
+    term pays for, is at the end), and whether it ended with EOS where the stage recorded it."""
     def text(completion: str) -> str:
         flat = " ".join(completion.split())
-        return flat if len(flat) <= chars else flat[:chars] + " …"
+        return flat if len(flat) <= chars else flat[:chars // 2] + " … " + flat[-chars // 2:]
 
-    return Table(["step", "reward", "terms", "completion"],
+    return Table(["step", "reward", "terms", "ended", "completion"],
                  [[str(row["step"]), number(row["reward"]),
-                   ", ".join(f"{k} {number(v)}" for k, v in (row.get("terms") or {}).items()),
-                   text(str(row.get("completion", "")))] for row in rows])
+                   ", ".join(f"{k} {number(v)}" for k, v in row["terms"].items()),
+                   {True: "yes", False: "no"}.get(row.get("ended"), "–"), text(str(row["completion"]))]
+                  for row in rows])
 
 
 def rl_sections(run: RunData) -> list[Section]:
@@ -501,7 +505,9 @@ def build_sections(run: RunData, *, command: str, written_at: str, machine: str)
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A table cell: pipes escaped, one line, and `<` as an entity so that model text (`<<<code>>>`, `</s>`) is
+    not read as HTML."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
 
 
 def _md_block(block: Block) -> str:

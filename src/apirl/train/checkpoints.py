@@ -27,11 +27,16 @@ MODEL_DIR = "model"
 LOG = "log.jsonl"  # one line per logged step, in every training stage
 
 
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """N of `checkpoint-N`, the steps it holds; 0 for no checkpoint."""
+    return int(checkpoint.name.split("-")[-1]) if checkpoint is not None else 0
+
+
 def last_checkpoint(checkpoints: Path) -> Path | None:
     """The newest complete `checkpoint-N` (one with trainer_state.json, which the Trainer writes last)."""
     found = [p for p in checkpoints.glob("checkpoint-*")
              if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return max(found, key=checkpoint_step, default=None)
 
 
 def checkpoint_to_resume(checkpoints: Path, resume: bool, fingerprint: dict[str, Any] | None) -> Path | None:

@@ -32,6 +32,7 @@ from apirl.train.checkpoints import (
     CHECKPOINTS_DIR,
     MODEL_DIR,
     base_trainer_kwargs,
+    checkpoint_step,
     checkpoint_to_resume,
     save_final_model,
     trained_precision,
@@ -135,10 +136,11 @@ def train_group(table: GroupFields, run: RlRun, stage_dir: Path, *, resume: bool
         from trl import RLOOTrainer as Trainer
 
     started = time.perf_counter()
-    start = int(resume_from.name.rsplit("-", 1)[1]) if resume_from else 0
+    from apirl.models.engine import eos_token_ids
+
     with reward_terms(run.rl, run.execution, run.layout, default_device()) as terms, \
-            rollout_log(stage_dir / ROLLOUTS, start) as rollouts:
-        funcs, weights = trl_reward_funcs(terms, rollouts)
+            rollout_log(stage_dir / ROLLOUTS, checkpoint_step(resume_from)) as rollouts:
+        funcs, weights = trl_reward_funcs(terms, rollouts, eos_token_ids(policy, tokenizer))
         args = trainer_args(table, run.seed, stage_dir)
         args.reward_weights = weights
         with warnings.catch_warnings():  # rollout_func is "experimental" in TRL: pinned by constraints.txt, tested

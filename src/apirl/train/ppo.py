@@ -374,7 +374,8 @@ def train_ppo(ppo: PpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
             generator = torch.Generator(device=device).manual_seed(step_seed(run.seed, step))
             batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, run.seed, step), ppo, generator)
             totals, values = combine(terms, batch.prompts, batch.texts)
-            rollouts.write(step + 1, batch.prompts, batch.texts, values, {t.name: t.weight for t in terms})
+            rollouts.write(step + 1, batch.prompts, batch.texts, values, {t.name: t.weight for t in terms},
+                           batch.ended.tolist())
             scores = torch.tensor(totals, dtype=torch.float32, device=device)
             stats = ppo_step(models, batch, scores, ppo, kl_ctl, optimizers, generator)
             if len(terms) > 1:

@@ -20,6 +20,7 @@ Every scored rollout is also written to the stage's `rollouts.jsonl` (`RolloutLo
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 from apirl.errors import InputError
 from apirl.execution.config import ExecConfig
-from apirl.jsonl import iter_jsonl, json_line
+from apirl.jsonl import json_line
 from apirl.rundir import RunLayout
 from apirl.train.config import RlConfig
 
@@ -185,32 +186,55 @@ def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device:
 
 class RolloutLog:
     """`rollouts.jsonl` of an online RL stage: one line per scored rollout (step, prompt, completion, each term's
-    value, the weighted reward). Opened for a run that starts after `start` steps: the lines of later steps (a
-    killed run's, which the resumed run draws again) are dropped, so every step appears once."""
+    value, the weighted reward the terms paid, and whether it ended with EOS where the trainer says). Opened for a
+    run that starts after `start` steps: the lines of later steps (a killed run's, which the resumed run draws
+    again) and a last line cut short by the kill are dropped, so every step appears once. Single-process: one
+    writer per stage directory."""
 
     def __init__(self, path: Path, start: int = 0) -> None:
-        kept = [row for _, row in iter_jsonl(path) if row.get("step", 0) <= start] if start and path.is_file() else []
         self.path = path
-        self._handle: IO[str] = path.open("w", encoding="utf-8")
-        for row in kept:
-            self._handle.write(json_line(row))
-        self._handle.flush()
+        kept = _complete_rows(path, start) if start and path.is_file() else []
+        partial = path.with_name(path.name + ".tmp")
+        with partial.open("w", encoding="utf-8") as handle:
+            handle.writelines(json_line(row) for row in kept)
+        partial.replace(path)  # the old file stays whole until the kept rows are written
+        self._handle: IO[str] = path.open("a", encoding="utf-8")
 
     def write(self, step: int, prompts: Sequence[str], completions: Sequence[str],
-              values: dict[str, list[float]], weights: dict[str, float]) -> None:
+              values: dict[str, list[float]], weights: dict[str, float],
+              ended: Sequence[bool] | None = None) -> None:
+        """One batch of rollouts, scored by each term (`values`, in order of the completions)."""
         for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             terms = {name: round(column[index], 6) for name, column in values.items()}
             reward = sum(weights[name] * value for name, value in terms.items())
-            self._handle.write(json_line({"step": step, "prompt": prompt, "completion": completion,
-                                          "terms": terms, "reward": round(reward, 6)}))
+            row = {"step": step, "prompt": prompt, "completion": completion, "terms": terms,
+                   "reward": round(reward, 6)}
+            if ended is not None:
+                row["ended"] = bool(ended[index])
+            self._handle.write(json_line(row))
         self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
 
 
+def _complete_rows(path: Path, start: int) -> list[dict[str, Any]]:
+    """The rows of steps up to `start`, up to the first line that is not whole JSON (a kill's cut)."""
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start:
+                rows.append(row)
+    return rows
+
+
 @contextlib.contextmanager
 def rollout_log(path: Path, start: int = 0) -> Iterator[RolloutLog]:
+    """A `RolloutLog` closed on exit."""
     log = RolloutLog(path, start)
     try:
         yield log
@@ -230,29 +254,34 @@ def combine(terms: Sequence[RewardTerm], prompts: Sequence[str], completions: Se
 
 
 def term_means(values: dict[str, list[float]]) -> dict[str, float]:
+    """Each term's mean over the batch (PPO's step log)."""
     return {name: sum(column) / len(column) if column else 0.0 for name, column in values.items()}
 
 
-def trl_reward_funcs(terms: Sequence[RewardTerm], log: RolloutLog | None = None
+def trl_reward_funcs(terms: Sequence[RewardTerm], log: RolloutLog | None = None, eos_ids: Sequence[int] = ()
                      ) -> tuple[list[Callable[..., list[float]]], list[float]]:
-    """The terms as TRL reward functions (called with keyword arguments `prompts`, `completions`, `trainer_state`
-    and the dataset's other columns), named after the term so TRL logs `rewards/<name>/mean`, and their weights.
-    TRL calls them in order on the same batch: after the last one, the batch goes to `log` with the step it
-    trains (the state's global step + 1, as in TRL's log)."""
+    """The terms as TRL reward functions (called with keyword arguments `prompts`, `completions`,
+    `completion_ids`, `trainer_state` and the dataset's other columns), named after the term so TRL logs
+    `rewards/<name>/mean`, and their weights. TRL calls them in order on the same batch (once per generation
+    batch): the first starts a batch, the last sends it to `log` with the step it trains first (the state's
+    global step + 1, as in TRL's log) and, given `eos_ids`, whether each completion ended with one."""
     funcs = []
     weights = {term.name: term.weight for term in terms}
     pending: dict[str, list[float]] = {}
-    for term in terms:
+    for position, term in enumerate(terms):
         def reward(prompts: list[str], completions: list[str], _fn: RewardFn = term.fn, _name: str = term.name,
+                   _first: bool = position == 0, _last: bool = position == len(terms) - 1,
                    **kwargs: Any) -> list[float]:
-            values = _fn(prompts, completions)
-            pending[_name] = values
-            if log is not None and len(pending) == len(weights):
-                state = kwargs.get("trainer_state")
-                step = (state.global_step if state is not None else 0) + 1
-                log.write(step, prompts, completions, dict(pending), weights)
-            if len(pending) == len(weights):
+            if _first:
                 pending.clear()
+            values = pending[_name] = _fn(prompts, completions)
+            if _last and log is not None:
+                state = kwargs.get("trainer_state")
+                if state is None:
+                    raise TypeError("the rollout log needs TRL's trainer_state keyword (TRL >= 1.0)")
+                ids = kwargs.get("completion_ids")
+                ended = [bool(row) and row[-1] in eos_ids for row in ids] if eos_ids and ids is not None else None
+                log.write(state.global_step + 1, prompts, completions, dict(pending), weights, ended)
             return values
 
         reward.__name__ = term.name
