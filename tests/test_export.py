@@ -28,6 +28,8 @@ def test_export_copies_each_scored_model_and_records_every_stage(tmp_path: Path)
     _write(layout.root / "eval" / "manifest.json", "{}\n")  # the stage's, not a model's
     _write(layout.stage("sft") / "curve.jsonl", '{"step": 0}\n')
     _write(layout.stage("sft") / "summary.json", '{"steps": 6}\n')
+    _write(layout.stage("grpo") / "rollouts.jsonl", '{"step": 1}\n')
+    _write(layout.stage("grpo") / "log.jsonl", '{"step": 1, "reward": 0.5}\n')
     _write(layout.stage("sft") / "manifest.json", json.dumps(
         {"config": {"sft": {"epochs": 1}}, "seed": 0, "command": "apirl sft -c configs/x.toml",
          "git_commit": "abc", "wall_time_s": 12.5, "outputs": {}}))
@@ -41,6 +43,9 @@ def test_export_copies_each_scored_model_and_records_every_stage(tmp_path: Path)
     # The model's evaluation and the SFT stage's summary are two files.
     assert json.loads((out / "sft.summary.json").read_text()) == {"accuracy": 0.5}
     assert json.loads((out / "sft.training.json").read_text()) == {"steps": 6}
+    # An RL stage's log and what its reward paid for.
+    assert (out / "grpo.rollouts.jsonl").read_text() == '{"step": 1}\n'
+    assert (out / "grpo.training-log.jsonl").is_file() and not (out / "grpo.training.json").exists()
     written = json.loads((out / "meta.json").read_text())
     assert written["stages"]["sft"] == {"config": {"sft": {"epochs": 1}}, "seed": 0,
                                         "command": "apirl sft -c configs/x.toml", "git_commit": "abc",

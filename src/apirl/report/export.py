@@ -4,9 +4,10 @@
 (`<label>.responses.jsonl`: `question_id`, `text`), its per-question verdicts (`<label>.details.jsonl`), its
 summary (`<label>.summary.json`) and its generation's meta (`<label>.generate.json`); Gorilla-7B's scores on the
 same questions (`gorilla.json`, and the details of its FT and RT 0-shot files for the paired comparison); the
-SFT stage's summary, log and learning curve (`sft.training.json`, `sft.training-log.jsonl`, `sft.curve.jsonl`)
-when the run has them; and `meta.json`: the commit, every stage's config, seed,
-command, commit and wall time (from its manifest), the resolved config of the run and the export's own command.
+training stages' summaries, logs, SFT's learning curve and the RL stages' rollouts (`sft.training.json`,
+`sft.training-log.jsonl`, `sft.curve.jsonl`, `grpo.rollouts.jsonl`...) when the run has them; and `meta.json`:
+the commit, every stage's config, seed, command, commit and wall time (from its manifest), the resolved config of
+the run and the export's own command.
 Text only: weights never leave the run directory. `apirl eval responses` and `apirl eval compare` re-score the
 files without the run.
 """
@@ -23,9 +24,11 @@ from apirl.errors import InputError
 from apirl.rundir import MANIFEST, RunLayout, git_commit
 
 GORILLA_PAIRED = ("Gorilla-7B FT 0_shot", "Gorilla-7B RT 0_shot")
-# The SFT stage's own files, named apart from the `sft` model's evaluation files.
-SFT_FILES = {"summary.json": "sft.training.json", "log.jsonl": "sft.training-log.jsonl",
-             "curve.jsonl": "sft.curve.jsonl"}
+# The training stages' own files, named apart from the models' evaluation files: what each stage logged (an RL
+# stage's `rollouts.jsonl` holds every scored rollout: what its reward paid for).
+TRAINING_FILES = {"summary.json": "training.json", "log.jsonl": "training-log.jsonl", "curve.jsonl": "curve.jsonl",
+                  "rollouts.jsonl": "rollouts.jsonl"}
+TRAINING_STAGES = ("sft", "feedback", "reward", "ppo", "grpo", "rloo", "dpo")
 
 
 def _copy(source: Path, target: Path, copied: list[str]) -> None:
@@ -60,8 +63,9 @@ def export_results(layout: RunLayout, out: Path, *, config: dict[str, Any], labe
     _copy(layout.gorilla_summaries, out / "gorilla.json", copied)
     for label in GORILLA_PAIRED:
         _copy(layout.eval_details(label), out / layout.eval_details(label).name, copied)
-    for name, target in SFT_FILES.items():
-        _copy(layout.stage("sft") / name, out / target, copied)
+    for stage in TRAINING_STAGES:
+        for name, target in TRAINING_FILES.items():
+            _copy(layout.stage(stage) / name, out / f"{stage}.{target}", copied)
     stages = {path.parent.relative_to(layout.root).as_posix(): _stage_record(path)
               for path in sorted(layout.root.glob(f"**/{MANIFEST}"))}
     meta = {"commit": git_commit(), "run_dir": str(layout.root), "models": labels, "files": sorted(copied),
