@@ -201,7 +201,7 @@ def collect_run(run_dir: str | Path) -> RunData:
     for algorithm in RL_ALGORITHMS:
         log = read_log(layout.log(algorithm))
         if log is not None:
-            run.rl_logs[algorithm] = log
+            run.rl_logs[algorithm] = with_eos_share(log)
         summary = read_json_object(layout.summary(algorithm))
         if summary is not None:
             run.rl_summaries[algorithm] = summary
@@ -209,6 +209,12 @@ def collect_run(run_dir: str | Path) -> RunData:
         if rollouts.is_file():
             run.rl_top_rollouts[algorithm] = top_rollouts(rollouts)
     return run
+
+
+def with_eos_share(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL logs the share of completions cut at the length limit; PPO and the report say the share that ended."""
+    key = "completions/clipped_ratio"
+    return [{**row, "ended": 1 - row[key]} if _finite_number(row.get(key)) else row for row in log]
 
 
 def top_rollouts(path: Path, per_step: int = 2) -> list[dict[str, Any]]:

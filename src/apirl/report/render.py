@@ -370,9 +370,8 @@ def reward_section(run: RunData) -> Section:
 
 
 def _rl_panels(algorithm: str, log: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """What to plot for each algorithm's log: PPO's own step log, TRL's GRPO/RLOO and DPO log histories. Each
-    reward term, KL, entropy, the share of rollouts that end with EOS and their length, per step: reward hacking
-    and length drift show as one curve rising while another falls."""
+    """What to plot for each algorithm's log (PPO's own, TRL's): each reward term, KL, entropy, EOS share and
+    length per step, so reward hacking and length drift show as one curve rising while another falls."""
     if algorithm == "dpo":
         return [("loss", ["loss", "eval_loss"]), ("preference accuracy", ["rewards/accuracies",
                                                                          "eval_rewards/accuracies"]),
@@ -387,25 +386,14 @@ def _rl_panels(algorithm: str, log: list[dict[str, Any]]) -> list[tuple[str, lis
             ("share ending with EOS", ["ended"]), ("completion length (tokens)", ["completions/mean_length"])]
 
 
-def _with_eos_share(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """TRL logs the share of completions cut at the length limit; the plot shows the share that ended."""
-    key = "completions/clipped_ratio"
-    return [{**row, "ended": 1 - row[key]} if isinstance(row.get(key), int | float) and not isinstance(row[key], bool)
-            else row for row in log]
-
-
-def _rollouts_table(rows: list[dict[str, Any]], chars: int = 400) -> Table:
-    """The top rollouts as a table: the completion's head and tail around a cut (the code, which the execution
-    term pays for, is at the end), and whether it ended with EOS where the stage recorded it."""
-    def text(completion: str) -> str:
-        flat = " ".join(completion.split())
-        return flat if len(flat) <= chars else flat[:chars // 2] + " … " + flat[-chars // 2:]
-
-    return Table(["step", "reward", "terms", "ended", "completion"],
-                 [[str(row["step"]), number(row["reward"]),
-                   ", ".join(f"{k} {number(v)}" for k, v in row["terms"].items()),
-                   {True: "yes", False: "no"}.get(row.get("ended"), "–"), text(str(row["completion"]))]
-                  for row in rows])
+def _rollouts_table(rows: list[dict[str, Any]], chars: int = 200) -> Table:
+    """The top rollouts: each completion's head and tail (the code that the exec term pays for is at the end)."""
+    flat = [" ".join(str(row["completion"]).split()) for row in rows]
+    return Table(["step", "reward", "terms", "ended", "completion"], [
+        [str(row["step"]), number(row["reward"]), ", ".join(f"{k} {number(v)}" for k, v in row["terms"].items()),
+         {True: "yes", False: "no"}.get(row.get("ended"), "–"),
+         text if len(text) <= 2 * chars else f"{text[:chars]} … {text[-chars:]}"]
+        for row, text in zip(rows, flat, strict=True)])
 
 
 def rl_sections(run: RunData) -> list[Section]:
@@ -417,7 +405,7 @@ def rl_sections(run: RunData) -> list[Section]:
     sections = [top]
     for algorithm in ran:
         section = Section(algorithm.upper(), level=3)
-        log = _with_eos_share(run.rl_logs.get(algorithm, []))
+        log = run.rl_logs.get(algorithm, [])
         image = plots.curve_panels(log, f"{algorithm.upper()} training curves", _rl_panels(algorithm, log))
         if image:
             section.blocks.append(Plot(f"{algorithm.upper()}: reward terms, KL, entropy, EOS share and length "
