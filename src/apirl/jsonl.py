@@ -95,12 +95,15 @@ def rows_written_under(rows_path: Path, meta_path: Path, fingerprint: dict[str, 
             return {}
     except json.JSONDecodeError:
         return {}
-    rows: dict[str, dict[str, Any]] = {}
-    with rows_path.open(encoding="utf-8") as handle:
+    return {row[key]: row for row in whole_rows(rows_path)}
+
+
+def whole_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL that a kill may have cut: up to the first line that is not whole JSON."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                break
-            rows[row[key]] = row
-    return rows
+                return
+            yield row

@@ -20,7 +20,6 @@ Every scored rollout is also written to the stage's `rollouts.jsonl` (`RolloutLo
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import IO, Any
 
 from apirl.errors import InputError
 from apirl.execution.config import ExecConfig
-from apirl.jsonl import json_line
+from apirl.jsonl import json_line, whole_rows
 from apirl.rundir import RunLayout
 from apirl.train.config import RlConfig
 
@@ -192,8 +191,8 @@ class RolloutLog:
     writer per stage directory."""
 
     def __init__(self, path: Path, start: int = 0) -> None:
-        self.path = path
-        kept = _complete_rows(path, start) if start and path.is_file() else []
+        kept = [row for row in whole_rows(path) if isinstance(row, dict) and isinstance(row.get("step"), int)
+                and row["step"] <= start] if start and path.is_file() else []
         partial = path.with_name(path.name + ".tmp")
         with partial.open("w", encoding="utf-8") as handle:
             handle.writelines(json_line(row) for row in kept)
@@ -216,20 +215,6 @@ class RolloutLog:
 
     def close(self) -> None:
         self._handle.close()
-
-
-def _complete_rows(path: Path, start: int) -> list[dict[str, Any]]:
-    """The rows of steps up to `start`, up to the first line that is not whole JSON (a kill's cut)."""
-    rows = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start:
-                rows.append(row)
-    return rows
 
 
 @contextlib.contextmanager
