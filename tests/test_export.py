@@ -30,6 +30,8 @@ def test_export_copies_each_scored_model_and_records_every_stage(tmp_path: Path)
     _write(layout.stage("sft") / "summary.json", '{"steps": 6}\n')
     _write(layout.stage("grpo") / "rollouts.jsonl", '{"step": 1}\n')
     _write(layout.stage("grpo") / "log.jsonl", '{"step": 1, "reward": 0.5}\n')
+    _write(layout.stage("feedback") / "feedback.jsonl", '{"label": true}\n')
+    _write(layout.stage("reward") / "scores.jsonl", '{"score": 0.1}\n')
     _write(layout.stage("sft") / "manifest.json", json.dumps(
         {"config": {"sft": {"epochs": 1}}, "seed": 0, "command": "apirl sft -c configs/x.toml",
          "git_commit": "abc", "wall_time_s": 12.5, "outputs": {}}))
@@ -46,6 +48,9 @@ def test_export_copies_each_scored_model_and_records_every_stage(tmp_path: Path)
     # An RL stage's log and what its reward paid for.
     assert (out / "grpo.rollouts.jsonl").read_text() == '{"step": 1}\n'
     assert (out / "grpo.training-log.jsonl").is_file() and not (out / "grpo.training.json").exists()
+    # The judged samples behind the reward model, and the scores behind its figures.
+    assert (out / "feedback.judged.jsonl").read_text() == '{"label": true}\n'
+    assert (out / "reward.scores.jsonl").read_text() == '{"score": 0.1}\n'
     written = json.loads((out / "meta.json").read_text())
     assert written["stages"]["sft"] == {"config": {"sft": {"epochs": 1}}, "seed": 0,
                                         "command": "apirl sft -c configs/x.toml", "git_commit": "abc",

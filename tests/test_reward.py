@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from apirl.errors import InputError
-from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback
+from apirl.stats import auc
+from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback, mutant_negatives
 from smoke_helpers import KillAtStep, smoke_config, stage_reward
 
 
@@ -44,6 +45,35 @@ def test_gold_vs_mutant_rate_by_hand() -> None:
     assert rate["per_kind"]["syntax_error"] == {"pairs": 1, "rate": 0.0}
     assert rate["per_kind"]["missing_import"] == {"pairs": 1, "rate": 1.0}
     assert rate["per_kind"]["unknown_name"] == {"pairs": 0, "rate": None}
+
+
+ANSWER = ("<<<domain>>>: Natural Language Processing Fill-Mask\n"
+          "<<<api_call>>>: pipeline('fill-mask', model='bert-base-uncased')\n<<<code>>>: "
+          "from transformers import pipeline\nunmasker = pipeline('fill-mask', model='bert-base-uncased')\n"
+          "print(unmasker('Hello [MASK].'))")
+
+
+def test_mutant_negatives_mutate_only_the_code_of_acceptable_samples() -> None:
+    import ast
+
+    rows = [{"example_id": "e1", "prompt": "p1", "completion": ANSWER, "label": True},
+            {"example_id": "e2", "prompt": "p2", "completion": ANSWER, "label": False},  # not acceptable: none
+            {"example_id": "e3", "prompt": "p3", "completion": "<<<domain>>>: x", "label": True}]  # no code: none
+    known = {"bert-base-uncased"}
+    two = mutant_negatives(rows, 2, known, seed=0)
+    assert [n["example_id"] for n in two] == ["e1", "e1"] and len({n["kind"] for n in two}) == 2
+    head = ANSWER[:ANSWER.index("<<<code>>>: ") + len("<<<code>>>: ")]
+    for negative in two:
+        assert negative["prompt"] == "p1" and negative["chosen"] == ANSWER
+        assert negative["rejected"] != ANSWER and negative["rejected"].startswith(head)
+    every = mutant_negatives(rows, 10, known, seed=0)
+    kinds = {n["kind"]: n["rejected"][len(head):] for n in every}
+    assert {"unknown_model_id", "unknown_kwarg", "missing_import", "syntax_error"} <= set(kinds)
+    with pytest.raises(SyntaxError):
+        ast.parse(kinds["syntax_error"])
+    assert "'bert-base-uncased'" not in kinds["unknown_model_id"]  # the id, quoted: a longer one may contain it
+    assert mutant_negatives(rows, 2, known, seed=0) == two  # seeded
+    assert [n["kind"] for n in two] == [n["kind"] for n in every[:2]]  # the first of one seeded order
 
 
 def test_bce_loss_by_hand_divides_by_the_accumulated_batch() -> None:
@@ -155,6 +185,14 @@ def test_smoke_classifier_scores_and_a_killed_run_resumes_to_the_same_weights(re
     summary = json.loads((straight.stage_dir / "summary.json").read_text())
     check_summary(summary, "classifier")
     assert summary["steps"] == 4 and summary["accuracy_of"] == "label: logit > 0"
+    # The figures are recomputed from the scores the stage wrote beside them.
+    scores = [json.loads(line) for line in (straight.stage_dir / "scores.jsonl").read_text().splitlines()]
+    heldout = [row for row in scores if row["set"] == "heldout"]
+    assert len(heldout) == 4
+    assert auc([r["score"] for r in heldout if r["label"]],
+               [r["score"] for r in heldout if not r["label"]]) == pytest.approx(summary["heldout_auc"], abs=1e-4)
+    gold = [(r["example_id"], r["kind"], r["score"]) for r in scores if r["set"] == "gold_vs_mutant"]
+    assert gold_vs_mutant_rate(gold)["rate"] == pytest.approx(summary["gold_vs_mutant"]["rate"], abs=1e-4)
     assert summary["last_loss"] < summary["first_loss"]
     assert not (straight.stage_dir / "checkpoints").exists()
     reward_model = RewardModel.load(straight.stage_dir / "model", device="cpu")
@@ -205,17 +243,22 @@ def test_smoke_pairwise_from_the_cli(real_data_dir: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.integration
-def test_smoke_lora_reward_model_is_saved_merged_with_its_trained_head(real_data_dir: Path, tmp_path: Path) -> None:
+def test_smoke_lora_reward_model_trains_on_mutant_negatives_and_saves_merged(real_data_dir: Path,
+                                                                             tmp_path: Path) -> None:
     import torch
 
     from apirl.models.load import resolve_model
     from apirl.train.reward import load_base
 
-    config = smoke(real_data_dir, tmp_path, "lora", 'reward.method="lora"', "reward.max_steps=2")
+    config = smoke(real_data_dir, tmp_path, "lora", 'reward.method="lora"', "reward.max_steps=2",
+                   "reward.mutant_negatives=1")
     write_feedback(config)
     result = stage_reward(config)
     summary = json.loads((result.stage_dir / "summary.json").read_text())
     assert summary["method"] == "lora" and 64 < summary["trainable_parameters"] < 200_000
+    added = sum(summary["train_mutant_negatives"].values())  # one per acceptable train sample that mutates
+    assert 1 <= added <= 4 and summary["train_samples"] == 8 + added
+    assert summary["train_label_rate"] == pytest.approx(4 / (8 + added), abs=1e-4)
     saved = weights(result.stage_dir / "model")
     assert not any("lora" in name or "modules_to_save" in name for name in saved)
     initial = load_base(resolve_model("tiny-random"), seed=0)[0].state_dict()

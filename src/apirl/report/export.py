@@ -25,9 +25,11 @@ from apirl.rundir import MANIFEST, RunLayout, git_commit
 
 GORILLA_PAIRED = ("Gorilla-7B FT 0_shot", "Gorilla-7B RT 0_shot")
 # The training stages' own files, named apart from the models' evaluation files: what each stage logged (an RL
-# stage's `rollouts.jsonl` holds every scored rollout: what its reward paid for).
+# stage's `rollouts.jsonl` holds every scored rollout: what its reward paid for; the feedback stage's
+# `feedback.jsonl` every judged sample and its label; the reward stage's `scores.jsonl` the scores behind its AUC
+# and gold-vs-mutant rate).
 TRAINING_FILES = {"summary.json": "training.json", "log.jsonl": "training-log.jsonl", "curve.jsonl": "curve.jsonl",
-                  "rollouts.jsonl": "rollouts.jsonl"}
+                  "rollouts.jsonl": "rollouts.jsonl", "feedback.jsonl": "judged.jsonl", "scores.jsonl": "scores.jsonl"}
 TRAINING_STAGES = ("sft", "feedback", "reward", "ppo", "grpo", "rloo", "dpo")
 
 

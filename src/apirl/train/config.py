@@ -110,7 +110,9 @@ class RewardModelConfig(TrainerFields, LoraFields):
     example_id, so all samples of a prompt fall on one side) are held out of training for the accuracy and the
     AUC. `gold_vs_mutants_limit` > 0 checks only the first N examples of `feedback.calibrate_split` for the rate
     at which gold code outscores its mutants (0 = all). Texts longer than `max_length` tokens keep their last
-    `max_length` tokens (the reward is read at the last one).
+    `max_length` tokens (the reward is read at the last one). `mutant_negatives` > 0 adds, for each acceptable
+    training sample, up to that many mutants of its own code as unacceptable samples (classifier) or as rejected
+    against it (pairwise); the held-out feedback and the gold-vs-mutants check stay as they are.
     """
 
     kind: Literal["classifier", "pairwise"] = "classifier"
@@ -120,6 +122,7 @@ class RewardModelConfig(TrainerFields, LoraFields):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     heldout_fraction: float = Field(0.1, ge=0, lt=1)
     gold_vs_mutants_limit: int = Field(0, ge=0)
+    mutant_negatives: int = Field(0, ge=0)
 
 
 class RlConfig(LoraFields):

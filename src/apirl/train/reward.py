@@ -9,6 +9,9 @@ is added; the summary names the weights that were initialised fresh.
 - `pairwise`: Bradley-Terry on `pairs.jsonl` with TRL's `RewardTrainer`: -log sigmoid(r(chosen) - r(rejected)).
   The logit has no fixed zero, only differences count.
 
+`mutant_negatives` > 0 adds to the training side, for each acceptable sample, mutants of its own code
+(`apirl.execution.mutants`): unacceptable samples for the classifier, rejected partners for the pairwise model.
+
 A text is `prompt + completion + EOS` (what TRL's `RewardTrainer` builds), tokenized once by `encode`, which
 the training of both kinds and `RewardModel.score` share, so the RL stage scores exactly what was trained. A
 text longer than `max_length` tokens keeps its last `max_length` tokens: the reward is read at the last token,
@@ -26,8 +29,9 @@ fall on one side, so no held-out prompt was seen). The trained model is then sco
 
 Checkpoints, `--resume` and the outputs follow `apirl.train.sft`: checkpoints under `checkpoints/` beside a
 fingerprint stamp (a resume never continues another config's checkpoints; they are deleted after success), the
-final model (LoRA merged) with its tokenizer in `runs/<name>/reward/model/`, plus `summary.json`,
-`log.jsonl` and TensorBoard logs. `RewardModel.load(runs/<name>/reward/model)` is what the RL stage uses.
+final model (LoRA merged) with its tokenizer in `runs/<name>/reward/model/`, plus `summary.json`, `scores.jsonl`
+(the score of each text behind the summary's figures), `log.jsonl` and TensorBoard logs.
+`RewardModel.load(runs/<name>/reward/model)` is what the RL stage uses.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 
 from apirl.errors import InputError
 from apirl.feedback.calibrate import GOLD, calibration_samples
-from apirl.jsonl import iter_jsonl
+from apirl.jsonl import iter_jsonl, json_line
 from apirl.models.config import ModelConfig
 from apirl.models.load import ModelSource, default_device, resolve_or_sft
 from apirl.rundir import RunLayout, StageResult, weight_files
@@ -62,6 +66,8 @@ from apirl.train.config import RewardModelConfig, lora_config
 STAGE = "reward"
 # Beside the weights: the kind and the max_length the model was trained with, read by `RewardModel.load`.
 METADATA = "apirl-reward.json"
+# The score of every held-out sample and of every gold answer and mutant the summary's figures come from.
+SCORES = "scores.jsonl"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -103,6 +109,30 @@ def heldout_examples(example_ids: Sequence[str], fraction: float, seed: int) -> 
     if fraction > 0 and len(distinct) >= 2:
         count = min(max(round(fraction * len(distinct)), 1), len(distinct) - 1)
     return set(random.Random(f"apirl-reward-heldout:{seed}").sample(distinct, count))
+
+
+def mutant_negatives(rows: Sequence[dict[str, Any]], per_sample: int, known_ids: set[str], seed: int
+                     ) -> list[dict[str, Any]]:
+    """Up to `per_sample` mutants of each acceptable sample's own code (`apirl.execution.mutants`, kinds in a
+    seeded order per sample), each the sample with only its code replaced: {example_id, prompt, chosen (the
+    sample), rejected (the mutant), kind}. Why: a competent policy's samples rarely show the faults a mutant
+    makes (a broken import, a syntax error), so its feedback alone never tells the reward model they are bad."""
+    from apirl.data.prompts import parse_completion
+    from apirl.execution.executor import runnable_code
+    from apirl.execution.mutants import make_mutants
+    from apirl.feedback.calibrate import with_code
+
+    out = []
+    for index, row in enumerate(rows):
+        if not row["label"] or parse_completion(row["completion"]).code is None:
+            continue
+        mutants = make_mutants(runnable_code(row["completion"]), known_model_ids=known_ids, seed=seed)
+        random.Random(f"apirl-reward-mutants:{seed}:{index}").shuffle(mutants)
+        negatives = [(m.kind, with_code(row["completion"], m.code)) for m in mutants]
+        out.extend({"example_id": row["example_id"], "prompt": row["prompt"], "chosen": row["completion"],
+                    "rejected": negative, "kind": kind}
+                   for kind, negative in [n for n in negatives if n[1] is not None][:per_sample])
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -241,8 +271,9 @@ def gold_and_mutants(reward: RewardModelConfig, layout: RunLayout, calibrate_spl
 
 def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, layout: RunLayout,
                           heldout_rows: Sequence[dict[str, Any]], heldout_pairs: Sequence[dict[str, str]], *,
-                          calibrate_split: str, mutant_seed: int) -> dict[str, Any]:
-    """Held-out accuracy and AUC, and the gold-vs-mutant rate, of a trained reward model (see the module doc)."""
+                          calibrate_split: str, mutant_seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Held-out accuracy and AUC, and the gold-vs-mutant rate, of a trained reward model (see the module doc),
+    and the score of every text they were computed from (`scores.jsonl`: anyone can recompute them)."""
     batch_size = reward.batch_size
     scores = reward_model.score([r["prompt"] for r in heldout_rows], [r["completion"] for r in heldout_rows],
                                 batch_size)
@@ -260,6 +291,10 @@ def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, 
     items, examples = gold_and_mutants(reward, layout, calibrate_split, mutant_seed)
     item_scores = reward_model.score([item[2] for item in items], [item[3] for item in items], batch_size)
     rate = gold_vs_mutant_rate([(item[0], item[1], s) for item, s in zip(items, item_scores, strict=True)])
+    scored = ([{"set": "heldout", "example_id": row["example_id"], "label": row["label"], "score": value}
+               for row, value in zip(heldout_rows, scores, strict=True)]
+              + [{"set": "gold_vs_mutant", "example_id": item[0], "kind": item[1], "score": value}
+                 for item, value in zip(items, item_scores, strict=True)])
     return {
         "heldout_accuracy": _round(accuracy),
         "accuracy_of": "label: logit > 0" if reward.kind == "classifier" else "pairs: chosen > rejected",
@@ -267,7 +302,7 @@ def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, 
         "heldout_mean_reward_acceptable": _mean(acceptable),
         "heldout_mean_reward_unacceptable": _mean(unacceptable),
         "gold_vs_mutant": {"split": calibrate_split, "examples": examples, "mutant_seed": mutant_seed, **rate},
-    }
+    }, scored
 
 
 def _round(value: float | None) -> float | None:
@@ -409,6 +444,18 @@ def train_reward(reward: RewardModelConfig, model_table: ModelConfig, layout: Ru
                          f"{layout.stage('feedback')} after holding out {len(heldout)} prompts",
                          field="reward.heldout_fraction")
 
+    negatives: list[dict[str, Any]] = []
+    if reward.mutant_negatives:
+        from apirl.data.stage import read_catalog
+
+        negatives = mutant_negatives(train_rows, reward.mutant_negatives, read_catalog(layout).model_ids, seed)
+        if reward.kind == "classifier":
+            train_rows += [{"example_id": n["example_id"], "prompt": n["prompt"], "completion": n["rejected"],
+                            "label": False} for n in negatives]
+        else:
+            train_pairs += [{key: n[key] for key in ("example_id", "prompt", "chosen", "rejected")}
+                            for n in negatives]
+
     checkpoints = stage_dir / CHECKPOINTS_DIR
     resume_from = checkpoint_to_resume(checkpoints, resume, fingerprint)
     source = base_source(reward, model_table, layout)
@@ -432,14 +479,17 @@ def train_reward(reward: RewardModelConfig, model_table: ModelConfig, layout: Ru
     del trainer, model
 
     reward_model = RewardModel.load(model_dir, model_table.device or None)
-    evaluation = evaluate_reward_model(reward_model, reward, layout, heldout_rows, heldout_pairs,
-                                       calibrate_split=calibrate_split, mutant_seed=mutant_seed)
+    evaluation, scored = evaluate_reward_model(reward_model, reward, layout, heldout_rows, heldout_pairs,
+                                               calibrate_split=calibrate_split, mutant_seed=mutant_seed)
+    (stage_dir / SCORES).write_text("".join(json_line(row) for row in scored), encoding="utf-8")
     texts = ([(r["prompt"], r["completion"]) for r in train_rows] if reward.kind == "classifier" else
              [(p["prompt"], p[side]) for p in train_pairs for side in ("chosen", "rejected")])
     summary = {
         "kind": reward.kind, "base": source.spec, "method": reward.method, "fresh_weights": fresh,
         "train_samples": len(train_rows), "train_pairs": len(train_pairs) if reward.kind == "pairwise" else None,
         "train_label_rate": _mean([float(r["label"]) for r in train_rows]),
+        "train_mutant_negatives": {kind: sum(n["kind"] == kind for n in negatives)
+                                   for kind in sorted({n["kind"] for n in negatives})},
         "heldout_examples": len(heldout), "heldout_samples": len(heldout_rows),
         "heldout_pairs": len(heldout_pairs) if reward.kind == "pairwise" else None,
         "truncated_texts": sum(len(encode(reward_model.tokenizer, p, c)) > reward.max_length for p, c in texts),
