@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from apirl.errors import InputError
-from apirl.stats import auc
+from apirl.stats import auc, win_rate
 from apirl.train.reward import gold_vs_mutant_rate, heldout_examples, load_feedback, mutant_negatives
 from smoke_helpers import KillAtStep, smoke_config, stage_reward
 
@@ -237,6 +237,11 @@ def test_smoke_pairwise_from_the_cli(real_data_dir: Path, tmp_path: Path) -> Non
     assert summary["skipped"] is False and summary["steps"] == 4
     assert summary["train_pairs"] == 4 and summary["heldout_pairs"] == 2
     assert summary["accuracy_of"] == "pairs: chosen > rejected"
+    scores = [json.loads(line) for line in (config.layout.root / "reward" / "scores.jsonl").read_text().splitlines()]
+    pairs = [row for row in scores if row["set"] == "heldout_pair"]
+    assert len(pairs) == 2 and win_rate([p["chosen"] for p in pairs],
+                                        [p["rejected"] for p in pairs]) == pytest.approx(summary["heldout_accuracy"],
+                                                                                         abs=1e-4)
     assert RewardModel.load(config.layout.root / "reward" / "model", device="cpu").kind == "pairwise"
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] is True

@@ -116,7 +116,7 @@ def mutant_negatives(rows: Sequence[dict[str, Any]], per_sample: int, known_ids:
     """Up to `per_sample` mutants of each acceptable sample's own code (`apirl.execution.mutants`, kinds in a
     seeded order per sample), each the sample with only its code replaced: {example_id, prompt, chosen (the
     sample), rejected (the mutant), kind}. Why: a competent policy's samples rarely show the faults a mutant
-    makes (a broken import, a syntax error), so its feedback alone never tells the reward model they are bad."""
+    makes (a broken import, a syntax error), so its feedback alone says little about them to the reward model."""
     from apirl.data.prompts import parse_completion
     from apirl.execution.executor import runnable_code
     from apirl.execution.mutants import make_mutants
@@ -279,6 +279,7 @@ def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, 
                                 batch_size)
     acceptable = [s for s, row in zip(scores, heldout_rows, strict=True) if row["label"]]
     unacceptable = [s for s, row in zip(scores, heldout_rows, strict=True) if not row["label"]]
+    pair_scores: list[dict[str, Any]] = []
     if reward.kind == "classifier":
         agree = [(s > 0) == row["label"] for s, row in zip(scores, heldout_rows, strict=True)]
         accuracy = sum(agree) / len(agree) if agree else None
@@ -287,6 +288,8 @@ def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, 
         chosen = reward_model.score(prompts, [p["chosen"] for p in heldout_pairs], batch_size)
         rejected = reward_model.score(prompts, [p["rejected"] for p in heldout_pairs], batch_size)
         accuracy = win_rate(chosen, rejected)
+        pair_scores = [{"set": "heldout_pair", "example_id": pair["example_id"], "chosen": c, "rejected": r}
+                       for pair, c, r in zip(heldout_pairs, chosen, rejected, strict=True)]
 
     items, examples = gold_and_mutants(reward, layout, calibrate_split, mutant_seed)
     item_scores = reward_model.score([item[2] for item in items], [item[3] for item in items], batch_size)
@@ -294,7 +297,7 @@ def evaluate_reward_model(reward_model: RewardModel, reward: RewardModelConfig, 
     scored = ([{"set": "heldout", "example_id": row["example_id"], "label": row["label"], "score": value}
                for row, value in zip(heldout_rows, scores, strict=True)]
               + [{"set": "gold_vs_mutant", "example_id": item[0], "kind": item[1], "score": value}
-                 for item, value in zip(items, item_scores, strict=True)])
+                 for item, value in zip(items, item_scores, strict=True)] + pair_scores)
     return {
         "heldout_accuracy": _round(accuracy),
         "accuracy_of": "label: logit > 0" if reward.kind == "classifier" else "pairs: chosen > rejected",
