@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +69,15 @@ def calibration_samples(examples: Sequence[Example], known_ids: set[str], seed: 
             continue
         instruction = request_of(example.prompt)
         out.append((Sample(f"{example.example_id}:{GOLD}", instruction, positive), GOLD))
-        for mutant in make_mutants(gold, known_model_ids=known_ids, seed=seed):
-            negative = with_code(example.target, mutant.code)
-            if negative is not None:
-                out.append((Sample(f"{example.example_id}:{mutant.kind}", instruction, negative), mutant.kind))
+        for kind, negative in mutated_answers(example.target, known_ids, seed):
+            out.append((Sample(f"{example.example_id}:{kind}", instruction, negative), kind))
     return out
+
+
+def mutated_answers(answer: str, known_ids: Collection[str], seed: int) -> list[tuple[str, str]]:
+    """(mutant kind, the answer with only its code replaced by that mutant) for each mutant of its code."""
+    mutants = make_mutants(runnable_code(answer), known_model_ids=known_ids, seed=seed)
+    return [(m.kind, text) for m in mutants if (text := with_code(answer, m.code)) is not None]
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -118,20 +118,16 @@ def mutant_negatives(rows: Sequence[dict[str, Any]], per_sample: int, known_ids:
     sample), rejected (the mutant), kind}. Why: a competent policy's samples rarely show the faults a mutant
     makes (a broken import, a syntax error), so its feedback alone says little about them to the reward model."""
     from apirl.data.prompts import parse_completion
-    from apirl.execution.executor import runnable_code
-    from apirl.execution.mutants import make_mutants
-    from apirl.feedback.calibrate import with_code
+    from apirl.feedback.calibrate import mutated_answers
 
     out = []
     for index, row in enumerate(rows):
         if not row["label"] or parse_completion(row["completion"]).code is None:
             continue
-        mutants = make_mutants(runnable_code(row["completion"]), known_model_ids=known_ids, seed=seed)
-        random.Random(f"apirl-reward-mutants:{seed}:{index}").shuffle(mutants)
-        negatives = [(m.kind, with_code(row["completion"], m.code)) for m in mutants]
+        negatives = mutated_answers(row["completion"], known_ids, seed)
+        random.Random(f"apirl-reward-mutants:{seed}:{index}").shuffle(negatives)
         out.extend({"example_id": row["example_id"], "prompt": row["prompt"], "chosen": row["completion"],
-                    "rejected": negative, "kind": kind}
-                   for kind, negative in [n for n in negatives if n[1] is not None][:per_sample])
+                    "rejected": negative, "kind": kind} for kind, negative in negatives[:per_sample])
     return out
 
 
