@@ -52,7 +52,9 @@ def data_prepare_cmd(config: ConfigOpt = None, set_: SetOpt = None,
 @friendly_errors
 def eval_run_cmd(
     labels: Annotated[list[str] | None, typer.Option("--label", help="A model's responses in the run "
-                                                     "(generate/<label>/); default: every one there.")] = None,
+                                                     "(generate/<label>/); default: every one there. The "
+                                                     "stage holds these labels only; one already scored "
+                                                     "from the same responses keeps its scores.")] = None,
     limit: Annotated[int | None, typer.Option(help="Score the first N questions of the split (0: all); "
                                                    "default: generate.limit, what the run generates.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Score again even if up to date.")] = False,

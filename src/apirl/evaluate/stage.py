@@ -3,12 +3,15 @@ included, beside Gorilla-7B's published answers on the same questions; and `eval
 responses file that `apirl eval responses` and the stage share.
 
 Outputs in `runs/<name>/eval/`: `<label>.json` (a model's summary), `details/<label>.jsonl` (its per-question
-verdicts, for paired comparisons) and `gorilla.json` (`[[label, summary], ...]` for Gorilla-7B's files, their
-details beside the others').
+verdicts, for paired comparisons), `gorilla.json` (`[[label, summary], ...]` for Gorilla-7B's files, their
+details beside the others') and `scored.json`, each label's key (the stage's config and data with that label's
+responses alone) and outputs: a label whose key and files are unchanged is not scored again when the stage reruns
+for another label (scoring one model with executability takes minutes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -26,9 +29,10 @@ from apirl.evaluate.responses import load_responses
 from apirl.evaluate.scorer import evaluate_responses, uses_api
 from apirl.execution.config import ExecConfig
 from apirl.jsonl import write_jsonl
-from apirl.rundir import RunLayout, StageOutput, StageResult, run_stage
+from apirl.rundir import RunLayout, StageOutput, StageResult, file_sha256, run_stage
 
 STAGE = "eval"
+SCORED = "scored.json"
 
 
 def evaluate_file(path: str | Path, table: EvalConfig, data: GorillaData, split_dir: str | Path, *,
@@ -92,30 +96,46 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
     """The eval stage: the responses of each label in the run (`generate/<label>/`) scored on the split's first
     `limit` questions (the run scores what it generates), executability included, and Gorilla-7B's published
     answers on the same questions (their 0-shot files executed too when `gorilla_exec`). Its summary is
-    {label: summary} of the run's models."""
+    {label: summary} of the run's models. A label scored by the previous run of the stage with the same key
+    (`label_key`) and an intact details file keeps its scores; `force` scores every label again."""
     responses = {label: layout.responses(label) for label in labels}
     missing = [label for label, path in responses.items() if not path.is_file()]
     if missing:
         raise InputError(f"no responses for {', '.join(missing)}: run the generate stage first", field="pipeline")
-    def work(directory: Path, _fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
+    data_files = data_inputs(data_table)
+
+    def work(directory: Path, fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         data = load_gorilla(data_table)
+        previous = {} if force else _read_scored(directory / SCORED)
+        scored: dict[str, dict[str, Any]] = {}
+
+        def score(label: str, path: Path, details_path: Path, execute: bool) -> dict[str, Any]:
+            key = label_key(fingerprint, data_files, path)
+            entry = previous.get(label, {})
+            if entry.get("key") == key and _same_file(details_path, entry.get("details_sha256")):
+                summary = entry["summary"]
+            else:
+                summary, details = evaluate_file(path, table, data, data_table.split_dir, limit=limit,
+                                                 execution=execution if execute else None)
+                write_jsonl(details_path, details)
+            scored[label] = {"key": key, "summary": summary, "details_sha256": file_sha256(details_path)}
+            return summary
+
         outputs, summaries = [], {}
         for label, path in responses.items():
-            summary, details = evaluate_file(path, table, data, data_table.split_dir, limit=limit,
-                                             execution=execution)
-            summaries[label] = summary
+            summaries[label] = score(label, path, layout.eval_details(label), execute=True)
             outputs.append(layout.eval_summary(label))
-            outputs[-1].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-            outputs.append(write_jsonl(layout.eval_details(label), details))
+            outputs[-1].write_text(json.dumps(summaries[label], indent=2) + "\n", encoding="utf-8")
+            outputs.append(layout.eval_details(label))
         anchors = []
         for label, path in gorilla_response_files(data):
-            summary, details = evaluate_file(path, table, data, data_table.split_dir, limit=limit,
-                                             execution=execution if gorilla_exec and label.endswith("0_shot")
-                                             else None)
-            anchors.append([label, summary])
-            outputs.append(write_jsonl(layout.eval_details(label), details))
+            anchors.append([label, score(label, path, layout.eval_details(label),
+                                         execute=gorilla_exec and label.endswith("0_shot"))])
+            outputs.append(layout.eval_details(label))
         outputs.append(layout.gorilla_summaries)
         outputs[-1].write_text(json.dumps(anchors, indent=2) + "\n", encoding="utf-8")
+        outputs.append(directory / SCORED)
+        outputs[-1].write_text(json.dumps(scored, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return StageOutput(outputs, summaries)
 
     stage_config = {"eval": {**table.model_dump(mode="json"), "limit": limit},
@@ -124,4 +144,26 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
                     # in the fingerprint so that an eval stage from before the details files runs again
                     "details": "details+executes_api"}
     return run_stage(layout.stage(STAGE), config=stage_config, seed=seed,
-                     inputs=[*responses.values(), *data_inputs(data_table)], work=work, force=force)
+                     inputs=[*responses.values(), *data_files], work=work, force=force)
+
+
+def label_key(stage_fingerprint: dict[str, Any], data_files: Sequence[Path], responses: Path) -> str:
+    """What decides one label's scores: the stage's config (less its list of labels), seed and data files, and
+    that label's responses; a hash, so that adding or dropping another label leaves it unchanged."""
+    config = {k: v for k, v in stage_fingerprint["config"].items() if k != "labels"}
+    data = {str(path): stage_fingerprint["inputs"][str(path)] for path in data_files}
+    own = {"config": config, "seed": stage_fingerprint["seed"], "data": data, "responses": file_sha256(responses)}
+    return hashlib.sha256(json.dumps(own, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_scored(path: Path) -> dict[str, dict[str, Any]]:
+    """The previous run's `scored.json`; empty when missing or unreadable (the labels are then scored again)."""
+    try:
+        scored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return scored if isinstance(scored, dict) else {}
+
+
+def _same_file(path: Path, digest: Any) -> bool:
+    return isinstance(digest, str) and path.is_file() and file_sha256(path) == digest
