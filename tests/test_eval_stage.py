@@ -63,3 +63,5 @@ def test_eval_stage_scores_only_what_changed(real_data_dir: Path, tmp_path: Path
     run("a", "b", force=True)
     assert scored == ["a", "b"] + ["gorilla"] * anchors
     assert run("a", "b")["a"] == first["a"] and scored == []  # up to date: the stage is skipped
+    eval_dir = layout.root / "eval"
+    assert sorted(p.name for p in eval_dir.glob("*.json")) == ["a.json", "b.json", "gorilla.json", "manifest.json"]

@@ -117,6 +117,12 @@ class RunLayout:
         return self.root / "eval" / "details" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}.jsonl"
 
     @property
+    def eval_scored(self) -> Path:
+        """Each scored label's key and scores, for the eval stage to keep what did not change (beside the
+        details: `eval/*.json` are the models' summaries)."""
+        return self.root / "eval" / "details" / "scored.json"
+
+    @property
     def gorilla_summaries(self) -> Path:
         """Gorilla-7B's published answers scored on the same questions: [[label, summary], ...]."""
         return self.root / "eval" / "gorilla.json"

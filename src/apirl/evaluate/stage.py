@@ -4,7 +4,7 @@ responses file that `apirl eval responses` and the stage share.
 
 Outputs in `runs/<name>/eval/`: `<label>.json` (a model's summary), `details/<label>.jsonl` (its per-question
 verdicts, for paired comparisons), `gorilla.json` (`[[label, summary], ...]` for Gorilla-7B's files, their
-details beside the others') and `scored.json`, each label's key (the stage's config and data with that label's
+details beside the others') and `details/scored.json`, each label's key (the stage's config and data with that label's
 responses alone) and outputs: a label whose key and files are unchanged is not scored again when the stage reruns
 for another label (scoring one model with executability takes minutes).
 """
@@ -32,7 +32,6 @@ from apirl.jsonl import write_jsonl
 from apirl.rundir import RunLayout, StageOutput, StageResult, file_sha256, run_stage
 
 STAGE = "eval"
-SCORED = "scored.json"
 
 
 def evaluate_file(path: str | Path, table: EvalConfig, data: GorillaData, split_dir: str | Path, *,
@@ -104,9 +103,9 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
         raise InputError(f"no responses for {', '.join(missing)}: run the generate stage first", field="pipeline")
     data_files = data_inputs(data_table)
 
-    def work(directory: Path, fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
+    def work(_directory: Path, fingerprint: dict[str, Any]) -> StageOutput[dict[str, Any]]:
         data = load_gorilla(data_table)
-        previous = {} if force else _read_scored(directory / SCORED)
+        previous = {} if force else _read_scored(layout.eval_scored)
         scored: dict[str, dict[str, Any]] = {}
 
         def score(label: str, path: Path, details_path: Path, execute: bool) -> dict[str, Any]:
@@ -134,7 +133,7 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
             outputs.append(layout.eval_details(label))
         outputs.append(layout.gorilla_summaries)
         outputs[-1].write_text(json.dumps(anchors, indent=2) + "\n", encoding="utf-8")
-        outputs.append(directory / SCORED)
+        outputs.append(layout.eval_scored)
         outputs[-1].write_text(json.dumps(scored, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return StageOutput(outputs, summaries)
 
