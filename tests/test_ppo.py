@@ -100,6 +100,37 @@ def test_smoke_ppo_raises_a_rule_reward_with_a_bounded_kl(real_data_dir: Path, t
     load_model(resolve_model(str(result.stage_dir / "model")))  # a plain checkpoint `apirl generate` can load
 
 
+def test_ppo_config_counts_rollouts_and_needs_a_group_for_its_baseline() -> None:
+    from pydantic import ValidationError
+
+    from apirl.train.config import PpoConfig
+
+    assert PpoConfig(prompts_per_step=2, responses_per_prompt=2, minibatch_size=4, score_baseline="leave_one_out")
+    with pytest.raises(ValidationError, match="exceeds the rollouts"):
+        PpoConfig(prompts_per_step=2, responses_per_prompt=1, minibatch_size=4)
+    with pytest.raises(ValidationError, match="needs responses_per_prompt >= 2"):
+        PpoConfig(prompts_per_step=4, score_baseline="leave_one_out")
+    with pytest.raises(ValidationError, match="at least 2 rollouts"):
+        PpoConfig(prompts_per_step=1, minibatch_size=1)
+
+
+@pytest.mark.integration
+def test_smoke_ppo_groups_responses_by_prompt(real_data_dir: Path, tmp_path: Path) -> None:
+    """Two responses to each of two prompts a step, paid their score less the other response's."""
+    config = smoke_config(real_data_dir, tmp_path, "groups", "ppo.steps=2", "ppo.prompts_per_step=2",
+                          "ppo.responses_per_prompt=2", 'ppo.score_baseline="leave_one_out"')
+    result = stage_rl(config)
+    rollouts = [json.loads(line) for line in (result.stage_dir / "rollouts.jsonl").read_text().splitlines()]
+    for step in (1, 2):
+        prompts = [r["prompt"] for r in rollouts if r["step"] == step]
+        assert len(prompts) == 4 and prompts[0] == prompts[1] and prompts[2] == prompts[3] != prompts[0]
+    log = [json.loads(line) for line in (result.stage_dir / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2]
+    for entry in log:  # the log keeps the scores as paid by the reward, before the baseline
+        paid = [r["reward"] for r in rollouts if r["step"] == entry["step"]]
+        assert entry["score"] == pytest.approx(sum(paid) / 4, abs=1e-5)
+
+
 @pytest.mark.integration
 def test_smoke_ppo_killed_run_resumes_to_the_same_weights(real_data_dir: Path, tmp_path: Path) -> None:
     import torch

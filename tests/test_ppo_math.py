@@ -15,6 +15,7 @@ from apirl.train.ppo_math import (
     gae,
     kl_penalty,
     last_token_index,
+    leave_one_out,
     logprobs_from_logits,
     masked_mean,
     masked_var,
@@ -187,6 +188,16 @@ def test_token_rewards_refuses_a_penalty_without_ended_and_empty_rows() -> None:
         token_rewards(t([1.0, 1.0]), t([[0.0, 0.0], [0.0, 0.0]]), t([[1, 0], [0, 0]]), kl_coef=0.1)
     with pytest.raises(ValueError, match="score must be"):
         token_rewards(t([1.0, 2.0]), t([[0.0]]), t([[1]]), kl_coef=0.1)
+
+
+def test_leave_one_out_subtracts_the_mean_of_the_other_responses() -> None:
+    # prompt 1: 1 - (2 + 6) / 2 = -3; 2 - (1 + 6) / 2 = -1.5; 6 - (1 + 2) / 2 = 4.5
+    # prompt 2: 0 - (0 + 3) / 2 = -1.5; again -1.5; 3 - 0 = 3
+    close(leave_one_out(t([1.0, 2.0, 6.0, 0.0, 0.0, 3.0]), 3), [-3.0, -1.5, 4.5, -1.5, -1.5, 3.0])
+    close(leave_one_out(t([5.0, 5.0]), 2), [0.0, 0.0])  # equal scores: nothing to learn from
+    for score, size in ((t([1.0, 2.0, 3.0]), 2), (t([1.0, 2.0]), 1), (t([[1.0, 2.0]]), 2)):
+        with pytest.raises(ValueError, match="multiple of group_size"):
+            leave_one_out(score, size)
 
 
 def test_last_token_index_handles_any_mask_layout() -> None:

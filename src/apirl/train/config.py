@@ -158,16 +158,20 @@ class RlConfig(LoraFields):
 class PpoConfig(StrictModel):
     """PPO fine-tuning of the policy against the reward model (`apirl rl`, the `[ppo]` table; Dutta et al. 2024).
 
-    The policy, its LoRA and the reward are the `[rl]` table's. One step samples `prompts_per_step` train prompts, one
-    response each of at most `response_length` tokens, then runs `ppo_epochs` passes of shuffled minibatches of
-    `minibatch_size` responses. The reward's KL penalty uses the `kl_kind` estimator with coefficient `kl_coef`
-    (adapted towards `kl_target` over `kl_horizon` samples when `adaptive_kl`); a response cut off by the length
-    limit loses `eos_missing_penalty`. Prompts longer than `max_prompt_length` tokens keep their last tokens.
-    Training runs in fp32 (no bf16 option yet). The seed is the run's `seed`.
+    The policy, its LoRA and the reward are the `[rl]` table's. One step samples `prompts_per_step` train prompts,
+    `responses_per_prompt` responses each of at most `response_length` tokens, then runs `ppo_epochs` passes of
+    shuffled minibatches of `minibatch_size` responses. `score_baseline = "leave_one_out"` (with two or more
+    responses per prompt) pays each response its score less the mean of its prompt's other responses. The
+    reward's KL penalty uses the `kl_kind` estimator with coefficient `kl_coef` (adapted towards `kl_target` over
+    `kl_horizon` samples when `adaptive_kl`); a response cut off by the length limit loses `eos_missing_penalty`.
+    Prompts longer than `max_prompt_length` tokens keep their last tokens. Training runs in fp32 (no bf16 option
+    yet). The seed is the run's `seed`.
     """
 
     steps: int = Field(100, ge=1)
-    prompts_per_step: int = Field(16, ge=2)
+    prompts_per_step: int = Field(16, ge=1)
+    responses_per_prompt: int = Field(1, ge=1)
+    score_baseline: Literal["none", "leave_one_out"] = "none"
     response_length: int = Field(128, ge=1)
     max_prompt_length: int = Field(512, ge=8)
     temperature: float = Field(1.0, gt=0)
@@ -193,9 +197,14 @@ class PpoConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> PpoConfig:
-        if self.minibatch_size > self.prompts_per_step:
-            raise ValueError(f"minibatch_size ({self.minibatch_size}) exceeds prompts_per_step "
-                             f"({self.prompts_per_step})")
+        rollouts = self.prompts_per_step * self.responses_per_prompt
+        if rollouts < 2:
+            raise ValueError("a step needs at least 2 rollouts (prompts_per_step x responses_per_prompt)")
+        if self.minibatch_size > rollouts:
+            raise ValueError(f"minibatch_size ({self.minibatch_size}) exceeds the rollouts of a step "
+                             f"(prompts_per_step x responses_per_prompt = {rollouts})")
+        if self.score_baseline == "leave_one_out" and self.responses_per_prompt < 2:
+            raise ValueError("score_baseline = \"leave_one_out\" needs responses_per_prompt >= 2")
         return self
 
 

@@ -3,15 +3,17 @@ readable top to bottom. The math lives in `apirl.train.ppo_math` (tested by hand
 
 One step:
 
-1. sample `prompts_per_step` prompts of the data stage's train split (seeded by run seed and step);
-2. sample one response each from the policy with the one sampler of `apirl.models.engine` (left-padded prompts,
+1. sample `prompts_per_step` prompts of the data stage's train split (seeded by run seed and step), each
+   repeated `responses_per_prompt` times;
+2. sample one response for each from the policy with the one sampler of `apirl.models.engine` (left-padded prompts,
    KV cache, a `torch.Generator` seeded by run seed and step, temperature and top-p; finished rows stay in the
    batch, so the draws are those of the whole batch), truncated after its first EOS; `ended` says which
    responses produced one;
 3. one no-grad forward pass of prompt + response through the policy (old log-probs, values) and the frozen
    reference (reference log-probs): the logits at position t predict token t + 1, so the response's log-probs are
    read from positions P - 1 .. P + T - 2, and the logits are divided by the sampling temperature;
-4. score = the reward model's logit for (prompt, response text) (or a rule reward); token rewards = -kl_coef *
+4. score = the reward model's logit for (prompt, response text) (or a rule reward), less the mean score of the
+   prompt's other responses with `score_baseline = "leave_one_out"`; token rewards = -kl_coef *
    KL per token + the score (minus `eos_missing_penalty` when cut off) at the last token; GAE; whitened advantages;
 5. `ppo_epochs` passes of shuffled minibatches: clipped policy loss + vf_coef * clipped value loss, grad clipping,
    an optimizer step each; then the KL controller's update.
@@ -292,7 +294,9 @@ def ppo_step(models: Models, batch: Rollout, scores: Any, ppo: PpoConfig, kl_ctl
                                               batch.response_ids, mask, ppo.temperature)
         kl = ppo_math.kl_penalty(old_logp, ref_logp, ppo.kl_kind)
         kl_k1 = torch.where(mask.bool(), old_logp - ref_logp, torch.zeros_like(old_logp))
-        rewards = ppo_math.token_rewards(scores, kl, mask, kl_ctl.coef, ppo.eos_missing_penalty, batch.ended)
+        paid = (ppo_math.leave_one_out(scores, ppo.responses_per_prompt) if ppo.score_baseline == "leave_one_out"
+                else scores)
+        rewards = ppo_math.token_rewards(paid, kl, mask, kl_ctl.coef, ppo.eos_missing_penalty, batch.ended)
         if ppo.whiten_rewards:
             rewards = ppo_math.masked_whiten(rewards, mask, shift_mean=False)
         advantages, returns = ppo_math.gae(rewards, old_values, mask, ppo.gamma, ppo.lam)
@@ -372,7 +376,8 @@ def train_ppo(ppo: PpoConfig, run: RlRun, stage_dir: Path, *, resume: bool = Fal
             handle.write(json_line(entry))
         for step in range(start, ppo.steps):
             generator = torch.Generator(device=device).manual_seed(step_seed(run.seed, step))
-            batch = rollout(models, pick_prompts(prompts, ppo.prompts_per_step, run.seed, step), ppo, generator)
+            picked = pick_prompts(prompts, ppo.prompts_per_step, run.seed, step)
+            batch = rollout(models, [p for p in picked for _ in range(ppo.responses_per_prompt)], ppo, generator)
             totals, values = combine(terms, batch.prompts, batch.texts)
             rollouts.write(step + 1, batch.prompts, batch.texts, values, {t.name: t.weight for t in terms},
                            batch.ended.tolist())

@@ -166,6 +166,21 @@ def token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_
     return rewards + torch.where(is_last, score.unsqueeze(1).to(rewards.dtype), torch.zeros_like(rewards))
 
 
+def leave_one_out(score: torch.Tensor, group_size: int) -> torch.Tensor:
+    """score (B,) of B / group_size prompts with group_size consecutive responses each, less each response's
+    baseline: the mean score of the other responses to its prompt (RLOO's baseline, Ahmadian et al. 2024).
+
+    Why: with a reward paid to few rollouts, a value head learned from scratch cannot tell a good prompt from a
+    good response; the other responses to the same prompt can, and leaving the response itself out keeps the
+    baseline independent of it (the gradient stays unbiased)."""
+    if score.dim() != 1 or group_size < 2 or score.shape[0] % group_size:
+        raise ValueError(f"score must be (B,) with B a multiple of group_size >= 2, got {tuple(score.shape)} "
+                         f"and {group_size}")
+    groups = score.view(-1, group_size)
+    others = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).view(-1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Advantages
 
