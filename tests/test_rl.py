@@ -283,3 +283,29 @@ def test_grpo_rollouts_come_from_the_engine_seeded_by_the_step() -> None:
     assert rollout(prompts, trainer) == first
     trainer.state.global_step = 1
     assert rollout(prompts, trainer)["completion_ids"] != first["completion_ids"]
+
+
+@pytest.mark.integration
+def test_check_reward_ranks_gold_above_its_mutants_per_term(real_data_dir: Path, tmp_path: Path) -> None:
+    """`apirl rl --check-reward` on a reward that is not learned: the tools share must put gold code above a
+    mutant that does not parse, and the file it writes must give the rate it prints."""
+    from typer.testing import CliRunner
+
+    from apirl.cli import app
+    from apirl.train.reward import gold_vs_mutant_rate
+
+    config = Path(__file__).parents[1] / "configs" / "smoke.toml"
+    overrides = [f'data.data_dir="{real_data_dir}"', f'runs_dir="{tmp_path}"', "rl.reward_model_weight=0",
+                 "rl.tools_weight=0.5", "rl.exec_weight=1.0", f'execution.hub_dir="{tmp_path / "hub"}"']
+    result = CliRunner().invoke(app, ["rl", "--check-reward", "--config", str(config), "--json",
+                                      *[x for o in overrides for x in ("--set", o)]])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["examples"] == 3 and summary["weights"] == {"tools": 0.5, "exec": 1.0}
+    assert summary["terms"]["tools"]["per_kind"]["syntax_error"]["rate"] == 1.0
+    rows = [json.loads(line) for line in (tmp_path / "smoke" / "reward-check" / "scores.jsonl").open()]
+    assert len(rows) == 3 + summary["pairs"]
+    assert all(row["reward"] == pytest.approx(0.5 * row["terms"]["tools"] + row["terms"]["exec"], abs=1e-5)
+               for row in rows)
+    assert gold_vs_mutant_rate([(r["example_id"], r["kind"], r["reward"]) for r in rows])["rate"] == summary["rate"]
+    assert not (tmp_path / "smoke" / "ppo").exists()  # nothing trained

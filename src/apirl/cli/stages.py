@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -188,6 +188,9 @@ def reward_cmd(
 def rl_cmd(
     config: ConfigOpt = None, set_: SetOpt = None,
     resume: ResumeOpt = False, force: ForceOpt = False,
+    check_reward: Annotated[bool, typer.Option(
+        "--check-reward", help="Train nothing: score gold val answers against their mutants with the reward of "
+        "[rl] and each of its terms (the reward stage's pairs); writes runs/<name>/reward-check/.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """RL fine-tuning of the policy: `rl.algorithm` = ppo, grpo, rloo (against the reward of [rl]) or dpo (on the
@@ -196,6 +199,9 @@ def rl_cmd(
 
     cfg = run_config(config, set_)
     prepare_data_stage(cfg)
+    if check_reward:
+        _check_reward(cfg, as_json)
+        return
     with redirect_stdout(sys.stderr):
         result = rl_stage(cfg, resume=resume, force=force)
     summary = stage_summary(result)
@@ -211,6 +217,28 @@ def rl_cmd(
                     f"KL {summary.get('last_kl')}")
     console.print(f"{cfg.rl.algorithm} policy {state}: {result.stage_dir / 'model'} (steps {summary.get('steps')}, "
                   f"{progress})")
+
+
+def _check_reward(cfg: Any, as_json: bool) -> None:
+    """`apirl rl --check-reward`: how often the RL reward ranks a gold answer above each of its mutants."""
+    from apirl.jsonl import write_jsonl
+    from apirl.models.load import default_device
+    from apirl.train.rewards import gold_vs_mutants
+
+    with redirect_stdout(sys.stderr):
+        summary, rows = gold_vs_mutants(cfg.rl, cfg.execution, cfg.reward, cfg.layout, default_device(),
+                                        split=cfg.feedback.calibrate_split, mutant_seed=cfg.execution.mutant_seed)
+    out = cfg.layout.root / "reward-check"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gold_vs_mutants.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_jsonl(out / "scores.jsonl", rows)
+    if as_json:
+        print_json(summary)
+        return
+    for name, rate in [("reward", summary), *summary["terms"].items()]:
+        console.print(f"{name}: gold above its mutants {rate['rate']} of {rate['pairs']} pairs; per kind "
+                      + ", ".join(f"{kind} {row['rate']}" for kind, row in rate["per_kind"].items()))
+    console.print(f"written: {out}")
 
 
 @app.command("run")

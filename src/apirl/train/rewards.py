@@ -30,7 +30,7 @@ from apirl.errors import InputError
 from apirl.execution.config import ExecConfig
 from apirl.jsonl import json_line, whole_rows
 from apirl.rundir import RunLayout
-from apirl.train.config import RlConfig
+from apirl.train.config import RewardModelConfig, RlConfig
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -150,20 +150,22 @@ def exec_fn(executor: Any, mode: str, api_db: Any, domains: dict[str, frozenset[
     return score
 
 
-def gold_domains(layout: RunLayout) -> dict[str, frozenset[str]]:
-    """Prompt -> the gold domains of the train split's examples with that prompt (the RL prompts)."""
+def gold_domains(layout: RunLayout, split: str = "train") -> dict[str, frozenset[str]]:
+    """Prompt -> the gold domains of the split's examples with that prompt (train: the RL prompts)."""
     from apirl.data.stage import read_examples
 
     domains: dict[str, set[str]] = {}
-    for example in read_examples(layout, "train"):
+    for example in read_examples(layout, split):
         domains.setdefault(example.prompt, set()).add(example.domain)
     return {prompt: frozenset(found) for prompt, found in domains.items()}
 
 
 @contextlib.contextmanager
-def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device: str) -> Iterator[list[RewardTerm]]:
+def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device: str, prompts_split: str = "train"
+                 ) -> Iterator[list[RewardTerm]]:
     """The weighted terms of `[rl]`; the executability sandbox (when `exec_weight` > 0) lives as long as the
-    context. The tools judge and the harness read the data stage's API database."""
+    context. The tools judge and the harness read the data stage's API database; the executability term knows the
+    gold domains of `prompts_split`'s prompts."""
     with contextlib.ExitStack() as stack:
         terms = []
         if rl.reward_model_weight:
@@ -179,7 +181,8 @@ def reward_terms(rl: RlConfig, execution: ExecConfig, layout: RunLayout, device:
 
                 executor = stack.enter_context(open_executor(execution, api_db, read_hub_evidence(layout)))
                 terms.append(RewardTerm("exec", rl.exec_weight,
-                                        exec_fn(executor, execution.mode, api_db, gold_domains(layout))))
+                                        exec_fn(executor, execution.mode, api_db,
+                                                gold_domains(layout, prompts_split))))
         yield terms
 
 
@@ -236,6 +239,28 @@ def combine(terms: Sequence[RewardTerm], prompts: Sequence[str], completions: Se
         values[term.name] = term.fn(prompts, completions)
         totals = [total + term.weight * value for total, value in zip(totals, values[term.name], strict=True)]
     return totals, values
+
+
+def gold_vs_mutants(rl: RlConfig, execution: ExecConfig, reward: RewardModelConfig, layout: RunLayout, device: str,
+                    *, split: str, mutant_seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The RL reward as `[rl]` weighs it, and each of its terms, on gold answers against their mutants: the same
+    pairs as the reward stage's check (`[reward] gold_vs_mutants_limit` examples of `split`), so that a learned
+    reward model and a reward that is not learned are measured alike. Returns (summary, one row per text)."""
+    from apirl.train.reward import gold_and_mutants, gold_vs_mutant_rate
+
+    items, examples = gold_and_mutants(reward, layout, split, mutant_seed)
+    prompts = [prompt for _, _, prompt, _ in items]
+    with reward_terms(rl, execution, layout, device, prompts_split=split) as terms:
+        totals, values = combine(terms, prompts, [completion for *_, completion in items])
+    weights = {term.name: term.weight for term in terms}
+    rows = [{"example_id": example_id, "kind": kind, "reward": round(total, 6),
+             "terms": {name: round(column[index], 6) for name, column in values.items()}}
+            for index, ((example_id, kind, _, _), total) in enumerate(zip(items, totals, strict=True))]
+    rate = gold_vs_mutant_rate([(row["example_id"], row["kind"], row["reward"]) for row in rows])
+    per_term = {name: gold_vs_mutant_rate([(row["example_id"], row["kind"], row["terms"][name]) for row in rows])
+                for name in values}
+    return {"split": split, "examples": examples, "mutant_seed": mutant_seed, "weights": weights, **rate,
+            "terms": per_term}, rows
 
 
 def term_means(values: dict[str, list[float]]) -> dict[str, float]:
