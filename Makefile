@@ -41,7 +41,7 @@ lint: setup
 test: setup lint
 	$(BIN)/pytest -q
 
-# The whole method on the cpu-quick preset (under 45 minutes on 2 CPU cores); prints where the report is.
+# The whole method on the cpu-quick preset (44 minutes on 2 CPU cores in fp32, goal 60); prints where the report is.
 # Stopped and started again, it resumes where it stopped.
 demo: setup
 	$(BIN)/apirl run -c configs/cpu-quick.toml
