@@ -111,13 +111,14 @@ def run_eval(table: EvalConfig, execution: ExecConfig, data_table: DataConfig, l
         def score(label: str, path: Path, details_path: Path, execute: bool) -> dict[str, Any]:
             key = label_key(fingerprint, data_files, path)
             entry = previous.get(label, {})
-            if entry.get("key") == key and _same_file(details_path, entry.get("details_sha256")):
+            digest = entry.get("details_sha256")
+            if entry.get("key") == key and _same_file(details_path, digest):
                 summary = entry["summary"]
             else:
                 summary, details = evaluate_file(path, table, data, data_table.split_dir, limit=limit,
                                                  execution=execution if execute else None)
-                write_jsonl(details_path, details)
-            scored[label] = {"key": key, "summary": summary, "details_sha256": file_sha256(details_path)}
+                digest = file_sha256(write_jsonl(details_path, details))
+            scored[label] = {"key": key, "summary": summary, "details_sha256": digest}
             return summary
 
         outputs, summaries = [], {}
